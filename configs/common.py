@@ -1,0 +1,46 @@
+"""Defaults shared by the configs: every static size lives here or in a config that overrides it.
+
+A config file defines `get_config()` returning an `ml_collections.ConfigDict`; any field can be
+overridden on the command line, e.g. `--config.data.canvas='(512, 512)'`.
+"""
+
+import ml_collections
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # Where the converted dataset lives. Empty: `<workdir>/<workdir_data>`, made from the
+  # built-in synthetic data when absent.
+  config.data_dir = ""
+  config.workdir_data = "data"
+  config.synthetic = ml_collections.ConfigDict({
+      "num_train_images": 256,
+      "num_eval_images": 64,
+      "image_size": 320,
+      "seed": 0,
+  })
+  config.data = ml_collections.ConfigDict({
+      "dir": "",  # filled in from data_dir / workdir at run time
+      "train_split": "train",
+      "eval_split": "validation",
+      "canvas": (512, 512),  # (H, W) of every image batch
+      "short_side": 512,
+      "max_side": 512,
+      "scale_jitter": (0.8, 1.0),  # train-time factor on the resize scale
+      "flip_prob": 0.5,
+      "max_instances": 16,  # ground truth padded to this many items per image
+      "mask_crop_size": 56,  # GT masks cropped to their box at this size on the host
+      "pixel_mean": IMAGENET_MEAN,
+      "pixel_std": IMAGENET_STD,
+      "shuffle_buffer": 256,
+      "examples_per_shard": 1024,
+      "seed": 0,
+  })
+  config.batch_size = 8  # global, over all devices and hosts
+  config.pairs_per_batch = 4  # (shop, user) image pairs per global batch for the match head
+  config.num_steps = 10
+  return config

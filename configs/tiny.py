@@ -1,0 +1,24 @@
+"""Tiny configuration for the tests: a few small synthetic images, small canvas, few instances.
+
+    python train.py --config configs/tiny.py --workdir /tmp/tiny
+"""
+
+from configs import common
+
+
+def get_config():
+  config = common.base_config()
+  config.workdir_data = "data/tiny"  # relative to --workdir unless absolute
+  config.synthetic.num_train_images = 16
+  config.synthetic.num_eval_images = 8
+  config.synthetic.image_size = 96
+  config.data.canvas = (128, 128)
+  config.data.short_side = 128
+  config.data.max_side = 128
+  config.data.max_instances = 4
+  config.data.mask_crop_size = 16
+  config.data.shuffle_buffer = 16
+  config.data.examples_per_shard = 8
+  config.batch_size = 2
+  config.pairs_per_batch = 2
+  return config

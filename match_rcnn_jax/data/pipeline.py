@@ -1,0 +1,162 @@
+"""tf.data input pipelines over converted DeepFashion2 TFRecords, emitting static-shape numpy.
+
+* `image_dataset(cfg, split, train=...)`: batches of single images, [B, ...].
+* `pair_dataset(cfg, split)`: batches of (shop image, user image) pairs of one pair_id that
+  share a style > 0, [P, 2, ...] with index 0 = shop and 1 = user, plus `pair_match` [P, M, M]:
+  True where shop item i and user item j are the same product (same style > 0; the pair_id is
+  shared by construction). Each epoch pairs every eligible user image with one shop image of
+  its group drawn at random.
+
+Every batch has the same shapes (canvas, max instances, mask crop size all from config), so the
+jitted step never recompiles. Input files are split across hosts by TFDS
+(`jax.process_index()` / `jax.process_count()`), order and augmentation are deterministic for a
+given seed, and batches are prefetched.
+
+The data config (`cfg`, an ml_collections.ConfigDict) fields: dir, canvas (H, W), short_side,
+max_side, scale_jitter (lo, hi), flip_prob, max_instances, mask_crop_size, pixel_mean,
+pixel_std, shuffle_buffer, seed.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from match_rcnn_jax.data import schema, tfrecords, transforms
+
+_GROUP_BITS = 16  # group_size < 2**16 is packed with pair_id into the grouping key
+
+
+def _host() -> tuple[int, int]:
+  import jax
+  return jax.process_index(), jax.process_count()
+
+
+def read_split(data_dir: str, split: str, shuffle: bool, seed: int,
+               host: tuple[int, int] | None = None) -> tf.data.Dataset:
+  """Raw TFDS examples of this host's share of the split's files."""
+  builder = tfrecords.load_builder(data_dir, split)
+  index, count = host if host is not None else _host()
+  num_shards = len(builder.info.splits[split].shard_lengths)
+  if num_shards < count:
+    raise ValueError(f"{tfrecords.split_dir(data_dir, split)}: {num_shards} shard(s) cannot be "
+                     f"split over {count} hosts; convert again with a smaller "
+                     "--examples_per_shard")
+  read_config = tfds.ReadConfig(
+      shuffle_seed=seed, interleave_cycle_length=min(4, max(1, num_shards // count)),
+      input_context=tf.distribute.InputContext(num_input_pipelines=count,
+                                               input_pipeline_id=index))
+  return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+
+
+def _preprocess(cfg, train: bool, with_masks: bool):
+  def fn(ex, rand):
+    ex = transforms.from_tfds(ex)
+    if with_masks:
+      ex = transforms.crop_masks(ex, cfg.mask_crop_size)
+    else:
+      ex.pop("masks")
+    seed = tf.stack([rand, tf.constant(0, tf.int64)])
+    if train and cfg.flip_prob > 0:
+      ex = transforms.random_hflip(ex, seed, cfg.flip_prob)
+    else:
+      ex["flipped"] = tf.constant(False)
+    jitter = 1.0
+    if train and tuple(cfg.scale_jitter) != (1.0, 1.0):
+      lo, hi = cfg.scale_jitter
+      jitter = tf.random.stateless_uniform([], seed=seed + 1, minval=lo, maxval=hi)
+    ex = transforms.resize_and_pad(ex, cfg.short_side, cfg.max_side, tuple(cfg.canvas), jitter)
+    ex = transforms.normalize(ex, tuple(cfg.pixel_mean), tuple(cfg.pixel_std))
+    ex = transforms.pad_instances(ex, cfg.max_instances)
+    ex["rand"] = rand
+    return ex
+  return fn
+
+
+def _options() -> tf.data.Options:
+  opts = tf.data.Options()
+  opts.deterministic = True
+  opts.experimental_optimization.map_parallelization = True
+  return opts
+
+
+def _per_image(cfg, split: str, train: bool, with_masks: bool, host) -> tf.data.Dataset:
+  index = (host or _host())[0]
+  ds = read_split(cfg.dir, split, shuffle=train, seed=cfg.seed, host=host)
+  rand = tf.data.Dataset.random(seed=cfg.seed + 7919 * index, rerandomize_each_iteration=True)
+  ds = tf.data.Dataset.zip((ds, rand))
+  return ds.map(_preprocess(cfg, train, with_masks), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+_DROP = ("group_size", "rand")
+
+
+def image_dataset(cfg, split: str, batch_size: int, train: bool, with_masks: bool = True,
+                  repeat: bool | None = None, host=None) -> tf.data.Dataset:
+  """Batches of single images. Training shuffles, flips, jitters and repeats forever."""
+  ds = _per_image(cfg, split, train, with_masks, host)
+  ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k not in _DROP})
+  if train:
+    ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+  if repeat if repeat is not None else train:
+    ds = ds.repeat()
+  ds = ds.batch(batch_size, drop_remainder=train)
+  return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def _shared_style(styles_a: tf.Tensor, valid_a: tf.Tensor, styles_b: tf.Tensor,
+                  valid_b: tf.Tensor) -> tf.Tensor:
+  """[..., M, M] bool: item i of a and item j of b have the same style > 0."""
+  same = tf.equal(styles_a[..., :, None], styles_b[..., None, :])
+  pos = (styles_a[..., :, None] > 0) & valid_a[..., :, None] & valid_b[..., None, :]
+  return same & pos
+
+
+def _group_to_pairs(group: dict) -> tf.data.Dataset:
+  """All images of one pair_id -> one (shop, user) pair per eligible user image."""
+  is_user = tf.equal(group["source"], int(schema.Source.USER))
+  is_shop = tf.equal(group["source"], int(schema.Source.SHOP))
+  # share[u, s]: user image u and shop image s have a product in common.
+  match = _shared_style(group["styles"][:, None], group["valid"][:, None],
+                        group["styles"][None, :], group["valid"][None, :])  # [G, G, M, M]
+  share = tf.reduce_any(match, axis=[2, 3]) & is_user[:, None] & is_shop[None, :]
+  eligible = tf.reduce_any(share, axis=1)
+  users = tf.cast(tf.where(eligible)[:, 0], tf.int32)
+
+  def pick(u):
+    seed = tf.stack([group["rand"][u], tf.constant(1, tf.int64)])
+    noise = tf.random.stateless_uniform(tf.shape(share)[1:], seed=seed)
+    s = tf.argmax(tf.where(share[u], noise, -1.0), output_type=tf.int32)
+    shop = {k: v[s] for k, v in group.items()}
+    user = {k: v[u] for k, v in group.items()}
+    pair = {k: tf.stack([shop[k], user[k]]) for k in group if k not in _DROP}
+    pair["pair_match"] = _shared_style(shop["styles"], shop["valid"], user["styles"],
+                                       user["valid"])
+    return pair
+
+  return tf.data.Dataset.from_tensor_slices(users).map(pick)
+
+
+def pair_dataset(cfg, split: str, pairs_per_batch: int, host=None,
+                 repeat: bool = True) -> tf.data.Dataset:
+  """Training batches of (shop, user) image pairs, [P, 2, ...] (see module docstring)."""
+  ds = _per_image(cfg, split, True, True, host)
+  mask = (1 << _GROUP_BITS) - 1
+
+  def key(ex):
+    return ex["pair_id"] * (1 << _GROUP_BITS) + tf.minimum(ex["group_size"], mask)
+
+  def reduce(_, window):
+    return window.batch(mask).flat_map(_group_to_pairs)
+
+  ds = ds.group_by_window(key, reduce, window_size_func=lambda k: k & mask)
+  ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.batch(pairs_per_batch, drop_remainder=True)
+  return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def as_numpy(ds: tf.data.Dataset):
+  """Iterator of numpy dict batches."""
+  return iter(tfds.as_numpy(ds))
