@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from match_rcnn_jax.data import pipeline, prepare
@@ -28,6 +28,7 @@ def _describe(batch: dict) -> str:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)

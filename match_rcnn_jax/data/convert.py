@@ -85,7 +85,9 @@ def parse_split(split_dir: str, on_error: str, show_progress: bool = True):
       skipped_items.append({"file": path, "item": key,
                             "reasons": [str(e) for e in res.errors if e.item == key]})
     if not res.record.items:
-      skipped_files.append({"file": path, "reasons": ["no valid item left"]})
+      reasons = [str(e) for e in res.errors]
+      reasons.append(str(parsing.Problem(path, parsing.FILE_LEVEL, "items", "no valid item left")))
+      skipped_files.append({"file": path, "reasons": reasons})
       continue
     records.append(res.record)
   return records, {"files_seen": len(anno_files), "skipped_files": skipped_files,

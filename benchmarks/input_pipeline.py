@@ -1,0 +1,80 @@
+"""Throughput of the tf.data input pipelines (images per second on this host).
+
+    python benchmarks/input_pipeline.py [--config configs/demo.py] [--workdir runs/bench_input]
+        [--windows 5] [--batches 10] [--json OUT.json]
+
+Prepares the config's dataset (synthetic when none is given), then for the training image
+pipeline, the training pair pipeline and the evaluation pipeline: one warm-up window, then
+`--windows` timed windows of `--batches` batches; prints the median images/s.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from match_rcnn_jax.data import pipeline, prepare  # noqa: E402
+
+
+def _load_config(path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def measure(make_iter, batches, windows):
+  it = make_iter()
+  rates = []
+  for w in range(windows + 1):
+    start, images = time.perf_counter(), 0
+    for _ in range(batches):
+      images += next(it)["image_id"].size
+    if w:  # window 0 is the warm-up
+      rates.append(images / (time.perf_counter() - start))
+  return statistics.median(rates), rates
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/demo.py")
+  parser.add_argument("--workdir", default="runs/bench_input")
+  parser.add_argument("--windows", type=int, default=5)
+  parser.add_argument("--batches", type=int, default=10)
+  parser.add_argument("--json", default="")
+  args = parser.parse_args()
+  config = _load_config(args.config)
+  prepare.resolve_data_dir(config, args.workdir)
+  cfg, one = config.data, (0, 1)
+  cases = {
+      "train_images": lambda: pipeline.as_numpy(pipeline.image_dataset(
+          cfg, cfg.train_split, config.batch_size, train=True, host=one)),
+      "train_pairs": lambda: pipeline.as_numpy(pipeline.pair_dataset(
+          cfg, cfg.train_split, config.pairs_per_batch, host=one)),
+      "eval_images": lambda: pipeline.as_numpy(pipeline.image_dataset(
+          cfg, cfg.eval_split, config.batch_size, train=False, with_masks=False, repeat=True,
+          host=one)),
+  }
+  result = {"device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "config": {"file": args.config, "canvas": list(cfg.canvas),
+                       "batch_size": config.batch_size,
+                       "pairs_per_batch": config.pairs_per_batch},
+            "images_per_s": {}}
+  print(f"{'pipeline':<14} {'median img/s':>12}   windows")
+  for name, make in cases.items():
+    median, rates = measure(make, args.batches, args.windows)
+    result["images_per_s"][name] = round(median, 1)
+    print(f"{name:<14} {median:12.1f}   " + " ".join(f"{r:.0f}" for r in rates))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,97 @@
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from match_rcnn_jax.data import parsing, schema, synthetic
+
+
+def _annos(d):
+  return [json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, "annos", "*.json")))]
+
+
+def test_layout_and_validity(synthetic_dir):
+  images = sorted(os.listdir(os.path.join(synthetic_dir, "image")))
+  annos = sorted(os.listdir(os.path.join(synthetic_dir, "annos")))
+  assert images == [f"{i:06d}.jpg" for i in range(1, 25)]
+  assert annos == [f"{i:06d}.json" for i in range(1, 25)]
+  for name in annos:
+    res = parsing.parse_example(os.path.join(synthetic_dir, "annos", name))
+    assert res.ok and not res.warnings, [str(p) for p in res.errors + res.warnings]
+    assert res.record.items
+
+
+def test_deterministic(tmp_path, synthetic_dir):
+  again = tmp_path / "again"
+  synthetic.generate(str(again), num_images=24, seed=3, image_size=128)
+  assert _annos(again) == _annos(synthetic_dir)
+  for name in ("000001.jpg", "000024.jpg"):
+    assert (again / "image" / name).read_bytes() == open(
+        os.path.join(synthetic_dir, "image", name), "rb").read()
+  other = tmp_path / "other"
+  synthetic.generate(str(other), num_images=24, seed=4, image_size=128)
+  assert _annos(other) != _annos(synthetic_dir)
+
+
+def test_landmarks_follow_the_category_template(synthetic_dir):
+  """Local landmark k is the same place on every garment: an axis-aligned scale + shift of the
+  category template, up to the integer rounding of the coordinates."""
+  checked = 0
+  for anno in _annos(synthetic_dir):
+    for key, item in anno.items():
+      if not key.startswith("item"):
+        continue
+      lm = np.asarray(item["landmarks"], float).reshape(-1, 3)
+      labelled = lm[:, 2] > 0
+      if labelled.sum() < 4:
+        continue
+      tpl = synthetic.landmark_template(item["category_id"])[labelled]
+      for axis in (0, 1):
+        a = np.stack([tpl[:, axis], np.ones(labelled.sum())], 1)
+        coef, *_ = np.linalg.lstsq(a, lm[labelled, axis], rcond=None)
+        assert coef[0] > 0
+        assert np.abs(a @ coef - lm[labelled, axis]).max() <= 1.0
+      checked += 1
+  assert checked >= 20
+
+
+def test_template_is_mirror_consistent():
+  for cat_id in range(1, 14):
+    tpl = synthetic.landmark_template(cat_id)
+    perm = schema.FLIP_PERMUTATION[schema.CATEGORY_BY_ID[cat_id].landmark_slice]
+    local_perm = perm - schema.CATEGORY_BY_ID[cat_id].offset
+    mirrored = tpl.copy()
+    mirrored[:, 0] = 1.0 - mirrored[:, 0]
+    np.testing.assert_allclose(mirrored[local_perm], tpl, atol=1e-9)
+
+
+def test_pairs_and_products(synthetic_dir):
+  annos = _annos(synthetic_dir)
+  pair_ids = [a["pair_id"] for a in annos]
+  assert pair_ids == sorted(pair_ids)  # groups are stored consecutively
+  products = {}
+  shops, users = set(), set()
+  for a in annos:
+    (shops if a["source"] == "shop" else users).add(a["pair_id"])
+    for key, item in a.items():
+      if key.startswith("item") and item["style"] > 0:
+        # The same (pair_id, style) is always the same garment category.
+        cat = products.setdefault((a["pair_id"], item["style"]), item["category_id"])
+        assert cat == item["category_id"]
+  assert shops & users  # some groups have both shop and user images
+  assert any(item["style"] == 0 for a in annos for k, item in a.items() if k.startswith("item"))
+
+
+def test_cli(tmp_path):
+  out = tmp_path / "cli"
+  res = subprocess.run([sys.executable, "-m", "match_rcnn_jax.data.synthetic", "--output_dir",
+                        str(out), "--num_images", "3", "--seed", "1", "--image_size", "64"],
+                       capture_output=True, text=True, check=True)
+  assert "wrote 3 images" in res.stdout
+  assert len(os.listdir(out / "image")) == 3
+  bad = subprocess.run([sys.executable, "-m", "match_rcnn_jax.data.synthetic", "--output_dir",
+                        str(out), "--num_images", "0"], capture_output=True, text=True)
+  assert bad.returncode == 2 and "--num_images must be >= 1" in bad.stderr
