@@ -21,7 +21,7 @@ _nms = jax.jit(ops.nms, static_argnames=("iou_threshold", "max_output_size"))
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7, 0.05, 0.95])
 def test_nms_matches_torchvision(thr):
   rng = np.random.default_rng(int(thr * 100))
-  for trial in range(5):
+  for _ in range(5):
     boxes = _boxes(rng, 300)
     scores = rng.random(300).astype(np.float32)
     ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), thr).numpy()

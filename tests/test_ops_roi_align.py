@@ -58,8 +58,8 @@ def test_multilevel_matches_torchvision_pooler():
   from collections import OrderedDict
   rng = np.random.default_rng(0)
   image = (96, 128)
-  feats = [rng.normal(size=(2, image[0] >> l, image[1] >> l, 4)).astype(np.float32)
-           for l in range(2, 6)]
+  feats = [rng.normal(size=(2, image[0] >> lv, image[1] >> lv, 4)).astype(np.float32)
+           for lv in range(2, 6)]
   boxes = np.concatenate([_random_boxes(rng, 2, 20, *image, 1.0) * 0.6,
                           _random_boxes(rng, 2, 20, *image, 1.0) * 3.0], axis=1)
   boxes[..., 2:] = np.maximum(boxes[..., 2:], boxes[..., :2] + 0.5)
