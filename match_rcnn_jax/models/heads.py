@@ -1,0 +1,93 @@
+"""The three PN streams on RoI features, with torchvision's layer layout and names.
+
+* BoxHead: TwoMLPHead (fc6, fc7: 1024) + predictor (class logits, class-specific deltas).
+* MaskHead: 4 x (3x3 conv 256 + ReLU), 2x2 stride-2 deconv + ReLU, 1x1 conv -> per-class logits
+  at twice the RoI size (28 x 28 from 14 x 14).
+* LandmarkHead: 8 x (3x3 conv 512 + ReLU), 4x4 stride-2 deconv -> 294 heatmaps, bilinear x2
+  upsample (56 x 56 from 14 x 14), as Mask R-CNN's keypoint head.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from match_rcnn_jax.models import layers
+
+_KAIMING_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BoxHead(nn.Module):
+  num_classes: int = 14  # 13 categories + background (index 0)
+  hidden: int = 1024
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    """x [..., 7, 7, C] -> class logits [..., K], deltas [..., K, 4], fc7 features."""
+    lead = x.shape[:-3]
+    x = x.reshape(*lead, -1)
+    x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc6")(x))
+    x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc7")(x))
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="cls_score",
+                      kernel_init=nn.initializers.normal(0.01))(x)
+    deltas = nn.Dense(4 * self.num_classes, dtype=self.dtype, name="bbox_pred",
+                      kernel_init=nn.initializers.normal(0.001))(x)
+    return (logits.astype(jnp.float32),
+            deltas.reshape(*lead, self.num_classes, 4).astype(jnp.float32), x)
+
+
+def _deconv(features, kernel, padding, name, dtype):
+  # PyTorch ConvTranspose2d(k, stride 2, padding p) == a transposed conv with k - 1 - p padding.
+  pad = kernel - 1 - padding
+  return nn.ConvTranspose(features, (kernel, kernel), (2, 2), padding=((pad, pad), (pad, pad)),
+                          transpose_kernel=True, dtype=dtype, name=name,
+                          kernel_init=_KAIMING_OUT)
+
+
+class MaskHead(nn.Module):
+  num_classes: int = 14
+  channels: int = 256
+  num_convs: int = 4
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    """x [..., S, S, C] -> mask logits [..., 2S, 2S, num_classes]."""
+    lead = x.shape[:-3]
+    x = x.reshape(-1, *x.shape[-3:])
+    for i in range(self.num_convs):
+      x = nn.relu(layers.conv(self.channels, 3, name=f"mask_fcn{i + 1}", dtype=self.dtype,
+                              kernel_init=_KAIMING_OUT)(x))
+    x = nn.relu(_deconv(self.channels, 2, 0, "conv5_mask", self.dtype)(x))
+    x = layers.conv(self.num_classes, 1, name="mask_fcn_logits", dtype=self.dtype,
+                    kernel_init=_KAIMING_OUT)(x)
+    return x.reshape(*lead, *x.shape[1:]).astype(jnp.float32)
+
+
+class LandmarkHead(nn.Module):
+  num_landmarks: int = 294
+  channels: int = 512
+  num_convs: int = 8
+  dtype: layers.Dtype = jnp.float32
+
+  def setup(self):
+    self.convs = [layers.conv(self.channels, 3, name=f"kp_fcn{i + 1}", dtype=self.dtype,
+                              kernel_init=_KAIMING_OUT) for i in range(self.num_convs)]
+    self.kps_score_lowres = _deconv(self.num_landmarks, 4, 1, "kps_score_lowres", self.dtype)
+
+  def features(self, x):
+    """x [..., S, S, C] -> the 8-conv features [N, S, S, channels] (N = prod of leading)."""
+    x = x.reshape(-1, *x.shape[-3:])
+    for c in self.convs:
+      x = nn.relu(c(x))
+    return x
+
+  def __call__(self, x):
+    """x [..., S, S, C] -> heatmap logits [..., 4S, 4S, num_landmarks]."""
+    lead = x.shape[:-3]
+    y = self.kps_score_lowres(self.features(x))
+    n, h, w, k = y.shape
+    y = jax.image.resize(y.astype(jnp.float32), (n, 2 * h, 2 * w, k), "bilinear")
+    return y.reshape(*lead, 2 * h, 2 * w, k)
