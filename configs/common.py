@@ -6,6 +6,8 @@ overridden on the command line, e.g. `--config.data.canvas='(512, 512)'`.
 
 import ml_collections
 
+from match_rcnn_jax.models.match_rcnn import model_config
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -40,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
       "examples_per_shard": 1024,
       "seed": 0,
   })
+  config.model = model_config(depth="50")
   config.batch_size = 8  # global, over all devices and hosts
   config.pairs_per_batch = 4  # (shop, user) image pairs per global batch for the match head
   config.num_steps = 10

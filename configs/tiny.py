@@ -19,6 +19,19 @@ def get_config():
   config.data.mask_crop_size = 16
   config.data.shuffle_buffer = 16
   config.data.examples_per_shard = 8
+  m = config.model
+  m.backbone.depth = "tiny"
+  m.backbone.width = 8
+  m.fpn_channels = 16
+  m.box_head.hidden = 32
+  m.mask_head.channels = 16
+  m.landmark_head.channels = 16
+  m.landmark_head.num_convs = 2
+  m.match_head.channels = (16, 16, 16, 32)
+  m.match_head.dim = 16
+  m.rpn.pre_nms_top_k_train = m.rpn.pre_nms_top_k_test = 64
+  m.rpn.post_nms_top_k_train = m.rpn.post_nms_top_k_test = 32
+  m.detections.per_image = 8
   config.batch_size = 2
   config.pairs_per_batch = 2
   return config

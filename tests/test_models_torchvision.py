@@ -49,8 +49,8 @@ def models():
                 for k, v in kp_head.state_dict().items()})
   state.update({f"roi_heads.keypoint_predictor.{k}": v.numpy()
                 for k, v in kp_pred.state_dict().items()})
-  model = match_rcnn.build(match_rcnn.model_config(depth=50))
-  template = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+  model = match_rcnn.build(match_rcnn.model_config(depth="50"))
+  template = match_rcnn.init(model, jax.random.PRNGKey(0), (64, 64))
   variables, report = torchvision_convert.convert(state, template)
   return tv, kp_head, kp_pred, model, variables, report
 

@@ -85,6 +85,21 @@ class MatchRCNN(nn.Module):
   def match_logits(self, v1, v2):
     return self.similarity(v1, v2)
 
+  def initialize(self, images):
+    """Touches every submodule once without the (slow to compile) proposal and NMS code, so
+    `init` is quick; returns nothing useful."""
+    c = self.config
+    pyramid = self.features(images)
+    self.rpn_head(pyramid)
+    b = images.shape[0]
+    boxes = jnp.tile(jnp.array([[[0.0, 0.0, 32.0, 32.0]]]), (b, 1, 1))
+    self.box_head(self.pool(pyramid, boxes, 7))
+    pooled = self.pool(pyramid, boxes, c.mask_head.roi_size)
+    self.mask_head(pooled)
+    self.landmark_head(self.pool(pyramid, boxes, c.landmark_head.roi_size))
+    v = self.embed(self.pool(pyramid, boxes, 7))
+    return self.match_logits(v, v)
+
   # -- the model ---------------------------------------------------------------------------
 
   def __call__(self, images, targets=None, *, image_sizes=None, train: bool = False):
@@ -131,12 +146,12 @@ class MatchRCNN(nn.Module):
     }
 
 
-def model_config(depth=50) -> ml_collections.ConfigDict:
+def model_config(depth: str = "50") -> ml_collections.ConfigDict:
   """Default `config.model`: torchvision Mask / Keypoint R-CNN R50-FPN sizes, 13 categories."""
   return ml_collections.ConfigDict({
       "dtype": "float32",
       "num_classes": 14,  # 13 categories + background
-      "backbone": {"depth": depth, "width": 64, "norm": "frozen_bn", "norm_eps": 1e-5},
+      "backbone": {"depth": str(depth), "width": 64, "norm": "frozen_bn", "norm_eps": 1e-5},
       "fpn_channels": 256,
       "anchors": {"sizes": (32, 64, 128, 256, 512), "aspect_ratios": (0.5, 1.0, 2.0)},
       "rpn": {"pre_nms_top_k_train": 2000, "pre_nms_top_k_test": 1000,
@@ -160,4 +175,4 @@ def build(model_cfg) -> MatchRCNN:
 def init(model: MatchRCNN, rng, image_shape=(128, 128)):
   """Variables {'params', 'batch_stats'} for images of `image_shape`."""
   images = jnp.zeros((1, *image_shape, 3), jnp.float32)
-  return jax.jit(model.init)(rng, images)
+  return jax.jit(lambda r, x: model.init(r, x, method=MatchRCNN.initialize))(rng, images)

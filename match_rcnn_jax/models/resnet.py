@@ -15,8 +15,8 @@ import jax.numpy as jnp
 from match_rcnn_jax.models import layers
 
 # depth -> (block, blocks per stage)
-DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
-          50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
+DEPTHS = {"18": ("basic", (2, 2, 2, 2)), "34": ("basic", (3, 4, 6, 3)),
+          "50": ("bottleneck", (3, 4, 6, 3)), "101": ("bottleneck", (3, 4, 23, 3)),
           "tiny": ("bottleneck", (1, 1, 1, 1))}
 
 
@@ -74,9 +74,9 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x) -> Sequence[jnp.ndarray]:
-    if self.depth not in DEPTHS:
+    if str(self.depth) not in DEPTHS:
       raise ValueError(f"depth must be one of {list(DEPTHS)}, got {self.depth!r}")
-    kind, blocks = DEPTHS[self.depth]
+    kind, blocks = DEPTHS[str(self.depth)]
     block = Bottleneck if kind == "bottleneck" else BasicBlock
     norm = layers.norm_layer(self.norm, self.norm_eps, self.dtype)
     x = x.astype(self.dtype)

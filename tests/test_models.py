@@ -1,0 +1,174 @@
+"""Shape, recompilation and post-processing tests of the model on the tiny config."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from match_rcnn_jax.data import schema
+from match_rcnn_jax.models import heads, match_rcnn, matching, postprocess, resnet
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  cfg = tiny.get_config().model
+  model = match_rcnn.build(cfg)
+  variables = match_rcnn.init(model, jax.random.PRNGKey(0), (128, 128))
+  traces = []
+
+  @jax.jit
+  def infer(v, images, sizes):
+    traces.append(1)  # runs only when jax traces, i.e. compiles
+    return model.apply(v, images, image_sizes=sizes)
+
+  return cfg, model, variables, infer, traces
+
+
+def test_inference_shapes_and_no_recompilation(tiny_model):
+  cfg, _, variables, infer, traces = tiny_model
+  d = cfg.detections.per_image
+  outs = []
+  for seed in range(3):
+    images = jax.random.normal(jax.random.PRNGKey(seed), (2, 128, 128, 3))
+    sizes = jnp.array([[128.0, 128.0], [100.0 + seed, 120.0]])
+    outs.append(jax.device_get(infer(variables, images, sizes)))
+  assert len(traces) == 1  # new values, same shapes: compiled once
+  out = outs[0]
+  expect = {"boxes": (2, d, 4), "scores": (2, d), "classes": (2, d), "valid": (2, d),
+            "masks": (2, d, 28, 28), "landmarks": (2, d, 294, 3),
+            "embeddings": (2, d, cfg.match_head.dim),
+            "proposals": (2, cfg.rpn.post_nms_top_k_test, 4)}
+  for k, shape in expect.items():
+    assert out[k].shape == shape, k
+  for o in outs:
+    v = o["valid"]
+    assert ((o["classes"] >= 1) & (o["classes"] <= 13))[v].all()
+    assert (o["classes"][~v] == 0).all() and (o["scores"][~v] == 0).all()
+    assert np.all(np.diff(o["scores"], axis=1) <= 1e-6)  # sorted by score
+    assert ((o["masks"] >= 0) & (o["masks"] <= 1)).all()
+    b = o["boxes"]
+    assert (b[..., 2] >= b[..., 0]).all() and (b[..., 3] >= b[..., 1]).all()
+    assert (b[1, :, 2] <= o["boxes"][1, :, 2].max()).all()
+  # The second image is clipped to its valid size.
+  assert (outs[2]["boxes"][1, :, 2] <= 120.0 + 1e-4).all()
+  assert (outs[2]["boxes"][1, :, 3] <= 102.0 + 1e-4).all()
+
+
+def test_landmarks_only_in_predicted_block(tiny_model):
+  cfg, _, variables, infer, _ = tiny_model
+  out = jax.device_get(infer(variables, jax.random.normal(jax.random.PRNGKey(5), (2, 128, 128, 3)),
+                             jnp.full((2, 2), 128.0)))
+  for b in range(2):
+    for k in np.nonzero(out["valid"][b])[0]:
+      cat = schema.CATEGORY_BY_ID[int(out["classes"][b, k])]
+      lm = out["landmarks"][b, k]
+      outside = np.ones(294, bool)
+      outside[cat.landmark_slice] = False
+      assert (lm[outside] == 0).all()
+      x1, y1, x2, y2 = out["boxes"][b, k]
+      block = lm[cat.landmark_slice]
+      assert ((block[:, 0] >= x1) & (block[:, 0] <= x2)).all()
+      assert ((block[:, 1] >= y1) & (block[:, 1] <= y2)).all()
+
+
+def test_targets_are_refused_until_training_exists(tiny_model):
+  _, model, variables, _, _ = tiny_model
+  with pytest.raises(ValueError, match="training forward"):
+    model.apply(variables, jnp.zeros((1, 128, 128, 3)), {"boxes": jnp.zeros((1, 4, 4))})
+
+
+@pytest.mark.parametrize("depth,stages", [(18, 64), (34, 64), (50, 256)])
+def test_resnet_depths(depth, stages):
+  net = resnet.ResNet(depth=depth, width=8 if depth != 50 else 64)
+  x = jnp.zeros((1, 64, 96, 3))
+  shapes = jax.eval_shape(lambda: net.init_with_output(jax.random.PRNGKey(0), x)[0])
+  sizes = [s.shape for s in shapes]
+  assert [s[1:3] for s in sizes] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+  if depth == 50:
+    assert [s[-1] for s in sizes] == [256, 512, 1024, 2048]
+
+
+def test_group_norm_backbone_and_bfloat16():
+  net = resnet.ResNet(depth="tiny", width=32, norm="group_norm", dtype=jnp.bfloat16)
+  x = jnp.ones((1, 32, 32, 3))
+  v = jax.jit(net.init)(jax.random.PRNGKey(0), x)
+  outs = jax.jit(net.apply)(v, x)
+  assert outs[-1].dtype == jnp.bfloat16
+  assert "batch_stats" not in v and all(jnp.isfinite(o.astype(jnp.float32)).all() for o in outs)
+
+
+def test_similarity_network():
+  emb = matching.MatchEmbedding(channels=(8, 8, 8, 16), dim=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (6, 7, 7, 8))
+  v = emb.init(jax.random.PRNGKey(1), x)
+  out, state = emb.apply(v, x, train=True, mutable=["batch_stats"])
+  # Training BatchNorm normalises over the batch: zero mean, unit variance per dimension.
+  np.testing.assert_allclose(np.asarray(out).mean(0), 0, atol=1e-5)
+  assert (np.asarray(out).var(0) <= 1.0 + 1e-4).all()
+  assert not np.allclose(state["batch_stats"]["bn"]["mean"], 0)
+  sim = matching.Similarity()
+  sv = sim.init(jax.random.PRNGKey(2), out[:3], out[3:])
+  a = sim.apply(sv, out[:3], out[3:])
+  b = sim.apply(sv, out[3:], out[:3])
+  np.testing.assert_allclose(a, b, rtol=1e-6)  # symmetric in its two inputs
+  w, bias = sv["params"]["fc"]["kernel"], sv["params"]["fc"]["bias"]
+  np.testing.assert_allclose(a, ((out[:3] - out[3:]) ** 2) @ w + bias, rtol=1e-5, atol=1e-6)
+
+
+def test_detect_matches_torchvision_postprocess():
+  torch = pytest.importorskip("torch")
+  from torchvision.models.detection import roi_heads as tv_roi_heads
+  from torchvision.models.detection._utils import BoxCoder
+  rng = np.random.default_rng(0)
+  r, k = 60, 5
+  xy = rng.uniform(0, 80, (r, 2))
+  props = np.concatenate([xy, xy + rng.uniform(5, 40, (r, 2))], 1).astype(np.float32)
+  logits = rng.normal(scale=2, size=(r, k)).astype(np.float32)
+  deltas = rng.normal(scale=0.3, size=(r, k * 4)).astype(np.float32)
+  rh = tv_roi_heads.RoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, (10.0, 10.0, 5.0, 5.0),
+                             0.05, 0.5, 20)
+  rh.box_coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+  boxes, scores, labels = rh.postprocess_detections(
+      torch.from_numpy(logits), torch.from_numpy(deltas), [torch.from_numpy(props)], [(96, 100)])
+  ours = jax.jit(functools.partial(postprocess.detect, max_detections=20))(
+      jnp.asarray(props)[None], jnp.ones((1, r), bool), jnp.asarray(logits)[None],
+      jnp.asarray(deltas).reshape(1, r, k, 4), jnp.array([[96.0, 100.0]]))
+  n = int(ours["valid"].sum())
+  assert n == len(scores[0])
+  np.testing.assert_allclose(np.asarray(ours["scores"][0, :n]), scores[0].numpy(), rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(ours["classes"][0, :n]), labels[0].numpy())
+  np.testing.assert_allclose(np.asarray(ours["boxes"][0, :n]), boxes[0].numpy(), atol=1e-3)
+
+
+def test_decode_landmarks_hand_computed():
+  heat = np.full((1, 4, 4, 39), -5.0, np.float32)
+  heat[0, 1, 2, 0] = 3.0  # skirt landmark 1 at row 1, column 2
+  heat[0, 3, 0, 7] = 2.0  # skirt landmark 8 at row 3, column 0
+  box = jnp.array([[10.0, 20.0, 50.0, 60.0]])  # 40 x 40: 10 px per heatmap cell
+  out = np.asarray(postprocess.decode_landmarks(jnp.asarray(heat), box, jnp.array([9])))
+  off = schema.CATEGORY_BY_ID[9].offset
+  np.testing.assert_allclose(out[0, off], [10 + 2.5 * 10, 20 + 1.5 * 10, 3.0])
+  np.testing.assert_allclose(out[0, off + 7], [10 + 0.5 * 10, 20 + 3.5 * 10, 2.0])
+  assert (out[0, :off] == 0).all() and (out[0, off + 8:] == 0).all()
+
+
+def test_category_block_and_mask_selection():
+  lowres = jnp.arange(294, dtype=jnp.float32)[None, None, None, :]
+  block = np.asarray(postprocess.category_block(lowres, jnp.array([8])))
+  off = schema.CATEGORY_BY_ID[8].offset
+  np.testing.assert_array_equal(block[0, 0, 0, :14], np.arange(off, off + 14))
+  assert np.isneginf(block[0, 0, 0, 14:]).all()
+  logits = jnp.zeros((2, 3, 3, 14)).at[1, :, :, 5].set(10.0)
+  probs = np.asarray(postprocess.select_class_masks(logits, jnp.array([5, 5])))
+  np.testing.assert_allclose(probs[0], 0.5)
+  assert (probs[1] > 0.99).all()
+
+
+def test_landmark_head_upsampling_shape():
+  head = heads.LandmarkHead(num_landmarks=5, channels=4, num_convs=1)
+  x = jnp.ones((2, 3, 14, 14, 4))
+  v = head.init(jax.random.PRNGKey(0), x)
+  assert head.apply(v, x).shape == (2, 3, 56, 56, 5)
