@@ -172,3 +172,15 @@ def test_landmark_head_upsampling_shape():
   x = jnp.ones((2, 3, 14, 14, 4))
   v = head.init(jax.random.PRNGKey(0), x)
   assert head.apply(v, x).shape == (2, 3, 56, 56, 5)
+
+
+def test_bfloat16_inference_runs():
+  cfg = tiny.get_config().model
+  cfg.dtype = "bfloat16"
+  model = match_rcnn.build(cfg)
+  variables = match_rcnn.init(model, jax.random.PRNGKey(0), (64, 64))
+  assert variables["params"]["fpn"]["inner_0"]["kernel"].dtype == jnp.float32  # fp32 params
+  out = jax.jit(lambda v, x: model.apply(v, x))(
+      variables, jax.random.normal(jax.random.PRNGKey(1), (1, 64, 64, 3)))
+  assert out["boxes"].dtype == jnp.float32 and out["masks"].shape[-2:] == (28, 28)
+  assert all(bool(jnp.isfinite(out[k]).all()) for k in ("boxes", "scores", "masks", "embeddings"))
