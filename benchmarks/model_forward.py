@@ -15,7 +15,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from match_rcnn_jax.models import match_rcnn
 
@@ -48,7 +47,8 @@ def main():
   result = {"device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} cores)",
             "size": args.size, "batch": args.batch, "depth": args.depth,
             "detections": args.detections,
-            "compile_s": round(compile_s, 2), "forward_s_median": round(statistics.median(times), 3),
+            "compile_s": round(compile_s, 2),
+            "forward_s_median": round(statistics.median(times), 3),
             "forward_s_all": [round(t, 3) for t in times]}
   print(f"R{args.depth}-FPN Match R-CNN inference, {args.batch} x {args.size}x{args.size}, "
         f"{result['device']}: compile {compile_s:.1f} s, forward median "
