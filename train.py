@@ -1,59 +1,40 @@
-"""Entry point of the main job.
+"""Trains Match R-CNN: the main job.
 
     python train.py --config configs/demo.py --workdir runs/demo [--config.a.b=v ...]
 
-Finds (or, with no `data_dir` in the config, generates and converts) the dataset, then runs the
-training input pipelines (single images and shop/user pairs) for `config.num_steps` batches and
-prints what they produce and how fast.
+Prepares the data (the built-in synthetic DeepFashion2 when the config names no `data_dir`),
+then trains with data parallelism over every local device, resuming from the latest checkpoint
+in the workdir. Multi-host (TPU pods, SLURM / GPU clusters): add `--jax_distributed` on every
+host (addresses from the environment), or give `--coordinator_address`, `--num_processes` and
+`--process_id` explicitly.
 """
-
-import json
-import os
-import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from match_rcnn_jax.data import pipeline, prepare
-
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file.",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and logs.")
+_DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False,
+                                 "Call jax.distributed.initialize() (auto-detected cluster).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _describe(batch: dict) -> str:
-  return ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in sorted(batch.items()))
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
-  workdir = _WORKDIR.value
-  os.makedirs(workdir, exist_ok=True)
-  data_dir = prepare.resolve_data_dir(config, workdir)
-  print(f"dataset: {data_dir}")
-  stats = {}
-  for name, ds in (
-      ("images", pipeline.image_dataset(config.data, config.data.train_split,
-                                        config.batch_size, train=True)),
-      ("pairs", pipeline.pair_dataset(config.data, config.data.train_split,
-                                      config.pairs_per_batch)),
-  ):
-    it = pipeline.as_numpy(ds)
-    batch = next(it)  # the first batch pays for start-up
-    print(f"{name} batch: {_describe(batch)}")
-    start = time.perf_counter()
-    images = 0
-    for _ in range(config.num_steps):
-      batch = next(it)
-      images += batch["image_id"].size
-    rate = images / (time.perf_counter() - start)
-    stats[name] = {"images_per_s": round(rate, 1), "batches": config.num_steps}
-    print(f"{name}: {config.num_steps} batches, {rate:.1f} images/s")
-  with open(os.path.join(workdir, "input_pipeline.json"), "w") as f:
-    json.dump(stats, f, indent=1)
+  import jax
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  from match_rcnn_jax.training import loop
+  final = loop.train(_CONFIG.value, _WORKDIR.value)
+  if jax.process_index() == 0:
+    print("final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(final.items())))
 
 
 if __name__ == "__main__":

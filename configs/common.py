@@ -45,5 +45,28 @@ def base_config() -> ml_collections.ConfigDict:
   config.model = model_config(depth="50")
   config.batch_size = 8  # global, over all devices and hosts
   config.pairs_per_batch = 4  # (shop, user) image pairs per global batch for the match head
-  config.num_steps = 10
+  config.init_from = ""  # directory written by match_rcnn_jax.tools.import_torchvision
+  config.train = ml_collections.ConfigDict({
+      "num_steps": 1000,
+      "log_every": 20,
+      "checkpoint_every": 200,
+      "keep_checkpoints": 3,
+  })
+  config.optimizer = ml_collections.ConfigDict({
+      "name": "sgd",  # or "adamw"
+      "learning_rate": 0.02,  # for 16 images, the Detectron recipe
+      "momentum": 0.9,
+      "weight_decay": 1e-4,
+      "warmup_steps": 500,
+      "warmup_factor": 0.001,
+      "decay_fractions": (8 / 12, 11 / 12),
+      "decay_factor": 0.1,
+      "grad_clip_norm": 0.0,  # 0: no clipping
+      "freeze_backbone": (),  # e.g. ("conv1", "bn1", "layer1") with pretrained weights
+  })
+  # l1..l5 of the paper (never published; 1 as re-implementations use) and the RPN terms.
+  config.loss_weights = ml_collections.ConfigDict({
+      "rpn_cls": 1.0, "rpn_box": 1.0, "cls": 1.0, "box": 1.0, "landmark": 1.0, "mask": 1.0,
+      "match": 1.0,
+  })
   return config

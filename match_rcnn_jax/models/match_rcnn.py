@@ -18,6 +18,7 @@ import ml_collections
 from match_rcnn_jax import ops
 from match_rcnn_jax.models import fpn as fpn_lib
 from match_rcnn_jax.models import heads, matching, postprocess, resnet, rpn
+from match_rcnn_jax.models import targets as tgt
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -103,10 +104,93 @@ class MatchRCNN(nn.Module):
   # -- the model ---------------------------------------------------------------------------
 
   def __call__(self, images, targets=None, *, image_sizes=None, train: bool = False):
-    if targets is not None:
-      raise ValueError("MatchRCNN: the training forward (targets given) is not part of this "
-                       "model version; call with targets=None for inference")
-    return self.infer(images, image_sizes)
+    if targets is None:
+      return self.infer(images, image_sizes)
+    return self.train_forward(images, targets, image_sizes, train)
+
+  def train_forward(self, images, targets, image_sizes=None, train: bool = True):
+    """Outputs and targets of every loss (see `training.losses`) for a batch with ground truth.
+
+    Args:
+      images: [N, H, W, 3]. With `targets['pair_match']` ([N / 2, M, M]) the batch is made of
+        (shop, user) image pairs stored as images 2p (shop) and 2p + 1 (user).
+      targets: dict of boxes [N, M, 4], classes [N, M], valid [N, M], mask_crops [N, M, S, S],
+        landmarks [N, M, 294, 3], optionally styles [N, M] and pair_match.
+    """
+    c = self.config
+    t = c.train
+    n, h, w, _ = images.shape
+    if image_sizes is None:
+      image_sizes = jnp.broadcast_to(jnp.array([h, w], jnp.float32), (n, 2))
+    gt_boxes, gt_valid = targets["boxes"], targets["valid"]
+    gt_classes = targets["classes"].astype(jnp.int32)
+    pyramid = self.features(images)
+    logits, deltas, (props, _, pvalid) = self.proposals(pyramid, (h, w), image_sizes, train=True)
+    anchors = jnp.concatenate([jnp.asarray(a) for a in self.anchors((h, w), pyramid)], 0)
+    rpn_logits = jnp.concatenate(logits, 1)
+    rpn_deltas = jnp.concatenate(deltas, 1)
+    rng_anchor, rng_roi = jax.random.split(self.make_rng("sampling"))
+    rpn_labels, rpn_box_targets = jax.vmap(
+        lambda b, v: tgt.rpn_targets(anchors, b, v, t.rpn_fg_iou, t.rpn_bg_iou))(gt_boxes, gt_valid)
+    rpn_sampled = jax.vmap(lambda r, lab: tgt.sample_anchors(
+        r, lab, t.rpn_batch_per_image, t.rpn_positive_fraction))(
+            jax.random.split(rng_anchor, n), rpn_labels)
+    rois = jax.vmap(lambda r, p, pv, b, cl, v: tgt.sample_rois(
+        r, p, pv, b, cl, v, t.rois_per_image, t.roi_positive_fraction, t.roi_fg_iou,
+        _static(c.box_weights)))(jax.random.split(rng_roi, n), props, pvalid, gt_boxes,
+                                 gt_classes, gt_valid)
+    pooled7 = self.pool(pyramid, rois["rois"], 7)
+    cls_logits, box_deltas, _ = self.box_head(pooled7)
+    box_deltas = jnp.take_along_axis(box_deltas, rois["labels"][..., None, None], axis=2)[..., 0, :]
+    out = {"rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, "rpn_labels": rpn_labels,
+           "rpn_box_targets": rpn_box_targets, "rpn_sampled": rpn_sampled,
+           "cls_logits": cls_logits, "box_deltas": box_deltas, "roi_labels": rois["labels"],
+           "roi_valid": rois["valid"], "roi_is_fg": rois["is_fg"],
+           "box_targets": rois["box_targets"]}
+
+    # Mask and landmark streams on the first (foreground) RoIs.
+    def first(k, key):
+      return rois[key][:, :k]
+    km, kl = t.mask_rois_per_image, t.landmark_rois_per_image
+    m_rois, m_matched, m_fg = first(km, "rois"), first(km, "matched"), first(km, "is_fg")
+    m_classes = first(km, "labels")
+    mask_logits = self.mask_head(self.pool(pyramid, m_rois, c.mask_head.roi_size))
+    onehot = jax.nn.one_hot(m_classes, c.num_classes, dtype=mask_logits.dtype)
+    out["mask_logits"] = jnp.einsum("nkhwc,nkc->nkhw", mask_logits, onehot)
+    out["mask_targets"] = jax.vmap(lambda r, m, b, cr: tgt.mask_targets(
+        r, m, b, cr, mask_logits.shape[-2]))(m_rois, m_matched, gt_boxes, targets["mask_crops"])
+    out["mask_valid"] = m_fg
+
+    l_rois, l_matched, l_fg = first(kl, "rois"), first(kl, "matched"), first(kl, "is_fg")
+    l_classes = first(kl, "labels")
+    lowres = self.landmark_head.kps_score_lowres(self.landmark_head.features(
+        self.pool(pyramid, l_rois, c.landmark_head.roi_size))).astype(jnp.float32)
+    flat_cls = l_classes.reshape(-1)
+    block = postprocess.category_block(lowres, flat_cls)
+    hh, ww = block.shape[1:3]
+    block = jax.image.resize(jnp.where(jnp.isfinite(block), block, 0.0),
+                             (block.shape[0], 2 * hh, 2 * ww, block.shape[-1]), "bilinear")
+    out["landmark_logits"] = block.reshape(n, kl, 4 * hh * ww, block.shape[-1])
+    gt_lm = jnp.take_along_axis(targets["landmarks"], l_matched[..., None, None], axis=1)
+    # The category block of each RoI's landmarks [N, K, 39, 3] (zeros past the count).
+    lm_block = postprocess.gather_block(gt_lm.reshape(n * kl, -1, 3), flat_cls)
+    index, valid = jax.vmap(lambda r, lm: tgt.landmark_targets(r, lm, 2 * hh))(
+        l_rois, lm_block.reshape(n, kl, -1, 3))
+    out["landmark_targets"] = index
+    out["landmark_valid"] = valid & l_fg[..., None]
+
+    if "pair_match" in targets:
+      kp = t.pair_rois_per_image
+      emb = self.embed(pooled7[:, :kp], train=train)  # [N, K, D]
+      p = n // 2
+      emb = emb.reshape(p, 2, kp, -1)
+      out["pair_logits"] = self.match_logits(emb[:, 0, :, None], emb[:, 1, None, :])
+      matched = rois["matched"][:, :kp].reshape(p, 2, kp)
+      fg = rois["is_fg"][:, :kp].reshape(p, 2, kp)
+      labels, valid = jax.vmap(tgt.pair_targets)(matched[:, 0], fg[:, 0], matched[:, 1],
+                                                 fg[:, 1], targets["pair_match"])
+      out["pair_labels"], out["pair_valid"] = labels, valid
+    return out
 
   def infer(self, images, image_sizes=None):
     c = self.config
@@ -165,6 +249,11 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256},
       "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,
                      "min_size": 1e-2},
+      # Target assignment and sampling in training (torchvision / Detectron defaults).
+      "train": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
+                "rpn_positive_fraction": 0.5, "rois_per_image": 512,
+                "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5, "mask_rois_per_image": 128,
+                "landmark_rois_per_image": 64, "pair_rois_per_image": 8},
   })
 
 

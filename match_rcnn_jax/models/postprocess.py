@@ -92,6 +92,16 @@ def category_block(lowres, classes):
   return jnp.where((j[None, :] < cnt[:, None])[:, None, None, :], block, -jnp.inf)
 
 
+def gather_block(landmarks, classes):
+  """Global landmarks [N, 294, 3] -> the category's block [N, 39, 3] (zeros past its count)."""
+  j = jnp.arange(_MAX_BLOCK)
+  off = jnp.asarray(_OFFSETS)[classes]
+  cnt = jnp.asarray(_COUNTS)[classes]
+  idx = jnp.clip(off[:, None] + j[None, :], 0, schema.NUM_LANDMARKS - 1)
+  block = jnp.take_along_axis(landmarks, idx[..., None], axis=1)
+  return jnp.where((j[None, :] < cnt[:, None])[..., None], block, 0.0)
+
+
 def decode_landmarks(heatmaps, boxes, classes):
   """Landmark positions from category-block heatmaps.
 

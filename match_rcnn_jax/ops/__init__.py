@@ -6,6 +6,7 @@
     ops.nms(boxes, scores, iou_threshold, max_output_size) -> (indices, valid)
 """
 
+from match_rcnn_jax.ops import losses, sampling
 from match_rcnn_jax.ops.anchors import base_anchors, level_anchors, multilevel_anchors
 from match_rcnn_jax.ops.boxes import area, clip, decode, encode, iou
 from match_rcnn_jax.ops.nms import batched_nms, nms
@@ -13,5 +14,6 @@ from match_rcnn_jax.ops.roi_align import assign_levels, multilevel_roi_align, ro
 
 __all__ = [
     "area", "assign_levels", "base_anchors", "batched_nms", "clip", "decode", "encode", "iou",
-    "level_anchors", "multilevel_anchors", "multilevel_roi_align", "nms", "roi_align",
+    "level_anchors", "losses", "multilevel_anchors", "multilevel_roi_align", "nms", "roi_align",
+    "sampling",
 ]

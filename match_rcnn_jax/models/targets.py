@@ -1,0 +1,130 @@
+"""Training targets, one image at a time (vmap over the batch), every shape static.
+
+* `rpn_targets`: anchor labels by IoU (fg >= 0.7, bg < 0.3, plus each GT's best anchors, as
+  torchvision's Matcher with low-quality matches) and box targets.
+* `sample_rois`: GT boxes appended to the proposals, IoU >= 0.5 foreground, a fixed number of
+  RoIs with a fixed foreground share; returns the matched GT index of every RoI.
+* `mask_targets`: the matched GT's host-side mask crop resampled at the RoI's 28 x 28 bin
+  centres, thresholded at 0.5.
+* `landmark_targets`: per landmark of the matched GT, the index of its cell on the RoI's
+  56 x 56 heatmap (torchvision's keypoints_to_heatmap), valid when v > 0 and inside the RoI.
+* `pair_targets`: labels of every (shop RoI, user RoI) combination of an image pair.
+
+All targets are computed under stop_gradient.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import jax
+import jax.numpy as jnp
+
+from match_rcnn_jax import ops
+
+
+class Match(enum.IntEnum):
+  """Anchor / RoI assignment labels."""
+
+  IGNORE = -1
+  BACKGROUND = 0
+  FOREGROUND = 1
+
+
+def rpn_targets(anchors, gt_boxes, gt_valid, fg_iou: float = 0.7, bg_iou: float = 0.3):
+  """Anchor labels [A] (Match) and box targets [A, 4] (weights 1, 1, 1, 1).
+
+  Args:
+    anchors: [A, 4]; gt_boxes: [M, 4]; gt_valid: [M] bool.
+  """
+  iou = jnp.where(gt_valid[None, :], ops.iou(anchors, gt_boxes), -1.0)
+  best = iou.max(axis=1)
+  matched = iou.argmax(axis=1)
+  gt_best = iou.max(axis=0)  # [M]
+  low_quality = ((iou == gt_best[None, :]) & gt_valid[None, :] & (gt_best[None, :] > 0)).any(1)
+  labels = jnp.where(best >= fg_iou, Match.FOREGROUND,
+                     jnp.where(best < bg_iou, Match.BACKGROUND, Match.IGNORE))
+  labels = jnp.where(low_quality, Match.FOREGROUND, labels).astype(jnp.int32)
+  deltas = ops.encode(gt_boxes[matched], anchors)
+  deltas = jnp.where((labels == Match.FOREGROUND)[:, None], deltas, 0.0)
+  return jax.lax.stop_gradient(labels), jax.lax.stop_gradient(deltas)
+
+
+def sample_anchors(rng, labels, num_samples: int = 256, positive_fraction: float = 0.5):
+  """[A] bool mask of the anchors that carry the RPN losses."""
+  idx, _, valid = ops.sampling.balanced_sample(
+      rng, labels == Match.FOREGROUND, labels == Match.BACKGROUND, num_samples, positive_fraction)
+  return jnp.zeros(labels.shape, bool).at[idx].max(valid)
+
+
+def sample_rois(rng, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid,
+                num_samples: int = 512, positive_fraction: float = 0.25, fg_iou: float = 0.5,
+                box_weights=(10.0, 10.0, 5.0, 5.0)):
+  """Fixed-count RoI sampling.
+
+  Returns a dict: rois [S, 4], labels [S] (category or 0), matched [S] (GT index), is_fg [S],
+  valid [S], box_targets [S, 4]; foreground RoIs come first.
+  """
+  boxes = jnp.concatenate([proposals, gt_boxes], 0)
+  valid = jnp.concatenate([proposal_valid, gt_valid], 0)
+  iou = jnp.where(gt_valid[None, :], ops.iou(boxes, gt_boxes), -1.0)
+  best = iou.max(1)
+  matched = iou.argmax(1)
+  fg = valid & (best >= fg_iou)
+  bg = valid & (best < fg_iou)
+  idx, is_fg, ok = ops.sampling.balanced_sample(rng, fg, bg, num_samples, positive_fraction)
+  rois = boxes[idx]
+  m = matched[idx]
+  targets = ops.encode(gt_boxes[m], rois, box_weights)
+  out = {"rois": rois, "labels": jnp.where(is_fg, gt_classes[m], 0).astype(jnp.int32),
+         "matched": m, "is_fg": is_fg, "valid": ok,
+         "box_targets": jnp.where(is_fg[:, None], targets, 0.0)}
+  return jax.tree.map(jax.lax.stop_gradient, out)
+
+
+def mask_targets(rois, matched, gt_boxes, gt_mask_crops, size: int = 28):
+  """Binary targets [K, size, size] of RoIs [K, 4] from the matched GT's crop [M, S, S].
+
+  The crop covers its GT box with S x S cells; each target pixel is the crop's bilinear value
+  at the centre of the RoI's bin (in the crop's frame), >= 0.5.
+  """
+  gt = gt_boxes[matched]
+  crops = gt_mask_crops[matched]  # [K, S, S]
+  s = crops.shape[-1]
+  gw = jnp.maximum(gt[:, 2] - gt[:, 0], 1e-6)
+  gh = jnp.maximum(gt[:, 3] - gt[:, 1], 1e-6)
+  rel = jnp.stack([(rois[:, 0] - gt[:, 0]) / gw, (rois[:, 1] - gt[:, 1]) / gh,
+                   (rois[:, 2] - gt[:, 0]) / gw, (rois[:, 3] - gt[:, 1]) / gh], -1) * s
+  out = ops.roi_align(crops[..., None], rel[:, None, :], size, 1.0, 1, aligned=True)
+  return jax.lax.stop_gradient((out[:, 0, ..., 0] >= 0.5).astype(jnp.float32))
+
+
+def landmark_targets(rois, landmarks, size: int = 56):
+  """Heatmap cell targets of landmarks [K, L, 3] (x, y, v) in RoIs [K, 4].
+
+  Returns (index [K, L] int32 in [0, size * size), valid [K, L] bool).
+  """
+  x1, y1, x2, y2 = (rois[:, i:i + 1] for i in range(4))
+  sx = size / jnp.maximum(x2 - x1, 1e-6)
+  sy = size / jnp.maximum(y2 - y1, 1e-6)
+  x, y, v = landmarks[..., 0], landmarks[..., 1], landmarks[..., 2]
+  gx = jnp.floor((x - x1) * sx)
+  gy = jnp.floor((y - y1) * sy)
+  # A landmark exactly on the right / bottom edge belongs to the last cell.
+  gx = jnp.where(x == x2, size - 1, gx)
+  gy = jnp.where(y == y2, size - 1, gy)
+  valid = (v > 0) & (gx >= 0) & (gx < size) & (gy >= 0) & (gy < size)
+  index = jnp.where(valid, gy * size + gx, 0).astype(jnp.int32)
+  return jax.lax.stop_gradient(index), jax.lax.stop_gradient(valid)
+
+
+def pair_targets(shop_matched, shop_valid, user_matched, user_valid, pair_match):
+  """Labels [K, K] (1 = same product) and validity of every (shop RoI, user RoI) combination.
+
+  Args:
+    shop_matched / user_matched: [K] GT index of each RoI; *_valid: [K] bool.
+    pair_match: [M, M] bool, shop GT i and user GT j are the same product.
+  """
+  labels = pair_match[shop_matched[:, None], user_matched[None, :]]
+  valid = shop_valid[:, None] & user_valid[None, :]
+  return (jax.lax.stop_gradient(labels.astype(jnp.int32)), jax.lax.stop_gradient(valid))

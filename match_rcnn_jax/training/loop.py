@@ -1,0 +1,149 @@
+"""The training loop, readable top to bottom.
+
+Data parallelism: one mesh axis `data` over every device of every host; parameters and
+optimizer state replicated; the global batch of (shop, user) pairs split along the pair axis.
+Each host reads its own share of the input files and contributes `pairs_per_batch /
+process_count` pairs. The step is one jitted function with the state donated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from match_rcnn_jax.data import pipeline, prepare
+from match_rcnn_jax.models import match_rcnn
+from match_rcnn_jax.training import checkpoints, optim
+from match_rcnn_jax.training import step as step_lib
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def global_batch(local: dict, sharding: NamedSharding) -> dict:
+  """Assembles each host's numpy batch into global arrays sharded on the leading axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def _batches(config, host, start_step: int):
+  ds = pipeline.pair_dataset(config.data, config.data.train_split,
+                             config.pairs_per_batch // host[1], host=host)
+  if start_step:
+    ds = ds.skip(start_step)  # the data position of a resumed run
+  return pipeline.as_numpy(ds)
+
+
+def init_variables(config, model, rng):
+  variables = match_rcnn.init(model, rng, tuple(config.data.canvas))
+  if config.init_from:
+    from match_rcnn_jax.tools import import_torchvision
+    variables = import_torchvision.load_variables(config.init_from, jax.device_get(variables))
+  return variables
+
+
+def export(workdir: str, state, config) -> str:
+  """Writes the inference export: `export/variables` (params + batch_stats) and
+  `export/config.json` (the whole config, enough to rebuild the model)."""
+  from match_rcnn_jax.tools import import_torchvision
+  out = os.path.join(workdir, "export")
+  os.makedirs(out, exist_ok=True)
+  import_torchvision.save_variables(out, {"params": jax.device_get(state.params),
+                                          "batch_stats": jax.device_get(state.batch_stats)})
+  with open(os.path.join(out, "config.json"), "w") as f:
+    f.write(config.to_json(indent=1))
+  return out
+
+
+class _Logger:
+  """Console progress line + TensorBoard event files in the workdir (process 0 only)."""
+
+  def __init__(self, workdir: str, total: int, images_per_step: int):
+    self.total, self.images_per_step = total, images_per_step
+    self.main = jax.process_index() == 0
+    self.writer = None
+    if self.main:
+      import tensorflow as tf
+      self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    self.last_time, self.last_step = time.time(), None
+    self.history = []
+
+  def log(self, step: int, metrics: dict, lr: float):
+    if not self.main:
+      return
+    now = time.time()
+    rate = 0.0
+    if self.last_step is not None:
+      rate = (step - self.last_step) * self.images_per_step / max(now - self.last_time, 1e-9)
+    self.last_time, self.last_step = now, step
+    eta = (self.total - step) * self.images_per_step / rate if rate > 0 else float("nan")
+    m = {k: float(v) for k, v in metrics.items()}
+    self.history.append({"step": step, "lr": lr, **m})
+    losses = " ".join(f"{k[5:]} {v:.3f}" for k, v in m.items() if k.startswith("loss_"))
+    print(f"step {step}/{self.total}  {rate:.1f} img/s  loss {m['loss']:.3f} ({losses})  "
+          f"lr {lr:.5f}  eta {eta / 60:.1f} min", flush=True)
+    import tensorflow as tf
+    with self.writer.as_default():
+      for k, v in m.items():
+        tf.summary.scalar(k, v, step=step)
+      tf.summary.scalar("lr", lr, step=step)
+      tf.summary.scalar("images_per_s", rate, step=step)
+    self.writer.flush()
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (resuming from `workdir` when it holds a checkpoint); returns the final metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  host = (jax.process_index(), jax.process_count())
+  if config.pairs_per_batch % jax.device_count():
+    raise ValueError(f"pairs_per_batch ({config.pairs_per_batch}) must be a multiple of the "
+                     f"device count ({jax.device_count()})")
+  prepare.resolve_data_dir(config, workdir)
+  model = match_rcnn.build(config.model)
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, state_rng = jax.random.split(rng)
+  variables = init_variables(config, model, init_rng)
+  total = config.train.num_steps
+  tx = optim.make(config.optimizer, variables["params"], total)
+  state = step_lib.create(variables, tx, state_rng)
+  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  restored, start = checkpoints.restore_latest(mngr, state)
+  if restored is not None:
+    state = restored
+    print(f"resuming from step {start}", flush=True)
+
+  mesh = _mesh()
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P("data"))
+  state = jax.device_put(state, replicated)
+  train_step = jax.jit(step_lib.make_train_step(model, tx, config.loss_weights,
+                                                DTYPES[config.model.dtype]),
+                       in_shardings=(replicated, data_sharding),
+                       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  lr_fn = optim.schedule(config.optimizer, total)
+  logger = _Logger(workdir, total, 2 * config.pairs_per_batch)
+  batches = _batches(config, host, start)
+  metrics = {}
+  for step in range(start, total):
+    batch = global_batch(next(batches), data_sharding)
+    state, metrics = train_step(state, batch)
+    done = step + 1
+    if done % config.train.log_every == 0 or done == total:
+      logger.log(done, jax.device_get(metrics), float(lr_fn(step)))
+    if done % config.train.checkpoint_every == 0 or done == total:
+      checkpoints.save(mngr, done, state)
+  mngr.close()
+  if jax.process_index() == 0:
+    export(workdir, state, config)
+    with open(os.path.join(workdir, "train_history.json"), "w") as f:
+      json.dump(logger.history, f)
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}

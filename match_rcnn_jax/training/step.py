@@ -1,0 +1,71 @@
+"""The train state and the jitted, donated train step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from match_rcnn_jax.training import losses as losses_lib
+
+TARGET_KEYS = ("boxes", "classes", "valid", "mask_crops", "landmarks", "styles")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jnp.ndarray
+  skipped: jnp.ndarray  # updates skipped because the loss or a gradient was not finite
+
+
+def create(variables, tx, rng) -> TrainState:
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    rng=rng, skipped=jnp.zeros((), jnp.int32))
+
+
+def flatten_pairs(batch: dict) -> tuple[jnp.ndarray, dict, jnp.ndarray]:
+  """A pair batch [P, 2, ...] -> images [2P, ...], targets, image sizes [2P, 2]."""
+  flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+  targets = {k: flat(batch[k]) for k in TARGET_KEYS}
+  targets["pair_match"] = batch["pair_match"]
+  return flat(batch["image"]), targets, flat(batch["image_info"])[:, 4:6]
+
+
+def make_train_step(model, tx, loss_weights, dtype=jnp.float32):
+  """Returns train_step(state, batch) -> (state, metrics); jit it with the state donated."""
+
+  def loss_fn(params, state, batch, rng):
+    images, targets, sizes = flatten_pairs(batch)
+    out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                               images.astype(dtype), targets, image_sizes=sizes, train=True,
+                               rngs={"sampling": rng}, mutable=["batch_stats"])
+    losses = losses_lib.compute(out, loss_weights)
+    return losses["loss"], (losses, updates["batch_stats"])
+
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa
+    new_state = state.replace(
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+    metrics = {**losses, "grad_norm": optax.global_norm(grads),
+               "skipped": new_state.skipped.astype(jnp.float32)}
+    return new_state, metrics
+
+  return train_step
