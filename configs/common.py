@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
       "log_every": 20,
       "checkpoint_every": 200,
       "keep_checkpoints": 3,
+      "stop_at": 0,  # > 0: save and stop at this step (a later run resumes)
   })
   config.optimizer = ml_collections.ConfigDict({
       "name": "sgd",  # or "adamw"

@@ -2,6 +2,7 @@
 crash otherwise), so it is imported here first when it is installed."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -11,7 +12,15 @@ try:  # optional: the reference implementations of the model tests
 except ImportError:
   pass
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Identical programs compiled by several tests (and by the subprocesses they start) are
+# compiled once per session.
+_CACHE = os.path.join(tempfile.gettempdir(), "match_rcnn_jax_test_jit_cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 from configs import tiny  # noqa: E402
 from match_rcnn_jax.data import prepare, synthetic  # noqa: E402

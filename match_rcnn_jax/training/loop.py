@@ -133,15 +133,19 @@ def train(config, workdir: str) -> dict:
   logger = _Logger(workdir, total, 2 * config.pairs_per_batch)
   batches = _batches(config, host, start)
   metrics = {}
-  for step in range(start, total):
+  stop = min(total, config.train.stop_at) if config.train.stop_at else total
+  for step in range(start, stop):
     batch = global_batch(next(batches), data_sharding)
     state, metrics = train_step(state, batch)
     done = step + 1
     if done % config.train.log_every == 0 or done == total:
       logger.log(done, jax.device_get(metrics), float(lr_fn(step)))
-    if done % config.train.checkpoint_every == 0 or done == total:
+    if done % config.train.checkpoint_every == 0 or done in (total, stop):
       checkpoints.save(mngr, done, state)
   mngr.close()
+  if stop < total:
+    print(f"stopped at step {stop} of {total} (train.stop_at); run again to resume", flush=True)
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
   if jax.process_index() == 0:
     export(workdir, state, config)
     with open(os.path.join(workdir, "train_history.json"), "w") as f:
