@@ -45,10 +45,10 @@ def get_config():
 
   config.pairs_per_batch = 4  # 8 images per step
   config.batch_size = 8
-  config.train.num_steps = 1500
-  config.train.log_every = 50
-  config.train.checkpoint_every = 250
+  config.train.num_steps = 300
+  config.train.log_every = 25
+  config.train.checkpoint_every = 100
   config.optimizer.learning_rate = 0.02
-  config.optimizer.warmup_steps = 100
+  config.optimizer.warmup_steps = 50
   config.optimizer.grad_clip_norm = 10.0
   return config

@@ -60,3 +60,14 @@ def test_resume_gives_the_same_parameters(uninterrupted, tiny_config, tmp_path):
   a, b = _exported(workdir_a), _exported(workdir_b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_loads_an_export(uninterrupted):
+  """`--config.init_from=W` starts from the variables in W (an import or an export)."""
+  workdir, _ = uninterrupted
+  config = tiny.get_config()
+  config.init_from = os.path.join(workdir, "export")
+  model = match_rcnn.build(config.model)
+  loaded = loop.init_variables(config, model, jax.random.PRNGKey(7))
+  for x, y in zip(jax.tree.leaves(loaded), jax.tree.leaves(_exported(workdir))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
