@@ -74,10 +74,37 @@ def test_landmarks_only_in_predicted_block(tiny_model):
       assert ((block[:, 1] >= y1) & (block[:, 1] <= y2)).all()
 
 
-def test_targets_are_refused_until_training_exists(tiny_model):
-  _, model, variables, _, _ = tiny_model
-  with pytest.raises(ValueError, match="training forward"):
-    model.apply(variables, jnp.zeros((1, 128, 128, 3)), {"boxes": jnp.zeros((1, 4, 4))})
+def test_training_forward_shapes(tiny_model):
+  cfg, model, variables, _, _ = tiny_model
+  t = cfg.train
+  n, m = 4, 3
+  rng = np.random.default_rng(0)
+  xy = rng.uniform(0, 60, (n, m, 2))
+  targets = {
+      "boxes": jnp.asarray(np.concatenate([xy, xy + 40], -1), jnp.float32),
+      "classes": jnp.asarray(rng.integers(1, 14, (n, m))),
+      "valid": jnp.array([[True, True, False]] * n),
+      "mask_crops": jnp.ones((n, m, 16, 16)),
+      "landmarks": jnp.zeros((n, m, 294, 3)),
+      "styles": jnp.ones((n, m), jnp.int32),
+      "pair_match": jnp.ones((n // 2, m, m), bool),
+  }
+  out, _ = jax.jit(lambda v, x, tg: model.apply(
+      v, x, tg, train=True, rngs={"sampling": jax.random.PRNGKey(0)}, mutable=["batch_stats"]))(
+          variables, jnp.zeros((n, 128, 128, 3)), targets)
+  s = t.rois_per_image
+  assert out["cls_logits"].shape == (n, s, cfg.num_classes)
+  assert out["box_deltas"].shape == out["box_targets"].shape == (n, s, 4)
+  assert out["mask_logits"].shape == out["mask_targets"].shape == (
+      n, t.mask_rois_per_image, 28, 28)
+  assert out["landmark_logits"].shape == (n, t.landmark_rois_per_image, 56 * 56, 39)
+  assert out["landmark_targets"].shape == (n, t.landmark_rois_per_image, 39)
+  k = t.pair_rois_per_image
+  assert out["pair_logits"].shape == (n // 2, k, k, 2)
+  assert out["pair_labels"].shape == out["pair_valid"].shape == (n // 2, k, k)
+  assert int(out["rpn_sampled"].sum(1).max()) <= t.rpn_batch_per_image
+  # GT boxes are appended to the proposals, so every image has foreground RoIs.
+  assert bool(out["roi_is_fg"].any(1).all())
 
 
 @pytest.mark.parametrize("depth,stages", [(18, 64), (34, 64), (50, 256)])
