@@ -211,3 +211,15 @@ def test_bfloat16_inference_runs():
       variables, jax.random.normal(jax.random.PRNGKey(1), (1, 64, 64, 3)))
   assert out["boxes"].dtype == jnp.float32 and out["masks"].shape[-2:] == (28, 28)
   assert all(bool(jnp.isfinite(out[k]).all()) for k in ("boxes", "scores", "masks", "embeddings"))
+
+
+def test_deconv_channel_subset_equals_full():
+  deconv = heads.Deconv2x(features=11, kernel=4, padding=1)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 5, 6))
+  v = deconv.init(jax.random.PRNGKey(1), x)
+  v = jax.tree.map(lambda a: a + 0.1, v)  # non-zero bias too
+  full = deconv.apply(v, x)
+  channels = jnp.array([[0, 3, 10], [2, 2, 5], [9, 1, 4]])
+  sub = deconv.apply(v, x, channels)
+  np.testing.assert_allclose(sub, jnp.take_along_axis(full, channels[:, None, None, :], -1),
+                             rtol=1e-5, atol=1e-5)

@@ -60,14 +60,39 @@ class Deconv2x(nn.Module):
   dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, channels=None):
+    """x [N, H, W, C] -> [N, 2H, 2W, features], or with `channels` [N, K] (int) only those
+    output channels of each sample, [N, 2H, 2W, K] (computed for them alone)."""
     k, c_in = self.kernel, x.shape[-1]
-    taps = _TAPS[(k, self.padding)]
     # flax reads (.., out, in) as fan_in = out * k * k, fan_out = in * k * k: PyTorch's fan_out.
     w = self.param("kernel", _KAIMING_OUT, (k, k, self.features, c_in))
     b = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel, size = self._phase_kernel(w, c_in)  # [size, size, in, 4, out]
+    pad = size // 2
+    x = x.astype(self.dtype)
+    if channels is None:
+      y = jax.lax.conv_general_dilated(
+          x, kernel.reshape(size, size, c_in, -1).astype(self.dtype), (1, 1),
+          ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      bias = b
+    else:
+      # Per-sample kernels: patches [N, H, W, size * size * in] x [N, ..., 4 * K].
+      patches = jax.lax.conv_general_dilated_patches(
+          x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))  # channel order: (in, kh, kw)
+      sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
+      sub = jnp.moveaxis(sub, 4, 0).transpose(0, 3, 1, 2, 4, 5)  # [N, in, kh, kw, 4, K]
+      sub = sub.reshape(x.shape[0], c_in * size * size, -1).astype(self.dtype)
+      y = jnp.einsum("nhwp,npc->nhwc", patches, sub)
+      bias = b[channels][:, None, None, :]
+    n, h, wd, _ = y.shape
+    out = y.shape[-1] // 4
+    y = y.reshape(n, h, wd, 2, 2, out).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, 2 * h, 2 * wd, out) + bias.astype(self.dtype)
+
+  def _phase_kernel(self, w, c_in):
+    taps = _TAPS[(self.kernel, self.padding)]
     offsets = sorted({d for t in taps for d in t})  # (-1, 0, 1) or (0,)
-    size = len(offsets)
     zeros = jnp.zeros((c_in, self.features), w.dtype)
     rows = []
     for dy in offsets:
@@ -78,16 +103,9 @@ class Deconv2x(nn.Module):
           for rx in (0, 1):
             ty, tx = taps[ry].get(dy), taps[rx].get(dx)
             phases.append(zeros if ty is None or tx is None else w[ty, tx].T)
-        cols.append(jnp.concatenate(phases, axis=-1))  # [in, 4 * out], phase-major
+        cols.append(jnp.stack(phases, axis=1))  # [in, 4, out], phase-major
       rows.append(jnp.stack(cols))
-    kernel = jnp.stack(rows)  # [size, size, in, 4 * out]
-    pad = size // 2
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), ((pad, pad), (pad, pad)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    n, h, wd, _ = y.shape
-    y = y.reshape(n, h, wd, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, 2 * h, 2 * wd, self.features) + b.astype(self.dtype)
+    return jnp.stack(rows), len(offsets)
 
 
 def _deconv(features, kernel, padding, name, dtype):
@@ -131,6 +149,11 @@ class LandmarkHead(nn.Module):
     for c in self.convs:
       x = nn.relu(c(x))
     return x
+
+  def block_logits(self, x, channels):
+    """Low-resolution logits [N, 2S, 2S, K] of the landmark channels [N, K] of each RoI
+    (x [N, S, S, C]): the deconv is evaluated for those channels only."""
+    return self.kps_score_lowres(self.features(x), channels).astype(jnp.float32)
 
   def __call__(self, x):
     """x [..., S, S, C] -> heatmap logits [..., 4S, 4S, num_landmarks]."""

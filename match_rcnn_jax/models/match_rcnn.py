@@ -163,13 +163,13 @@ class MatchRCNN(nn.Module):
 
     l_rois, l_matched, l_fg = first(kl, "rois"), first(kl, "matched"), first(kl, "is_fg")
     l_classes = first(kl, "labels")
-    lowres = self.landmark_head.kps_score_lowres(self.landmark_head.features(
-        self.pool(pyramid, l_rois, c.landmark_head.roi_size))).astype(jnp.float32)
     flat_cls = l_classes.reshape(-1)
-    block = postprocess.category_block(lowres, flat_cls)
+    channels, _ = postprocess.block_channels(flat_cls)
+    pooled_l = self.pool(pyramid, l_rois, c.landmark_head.roi_size)
+    block = self.landmark_head.block_logits(pooled_l.reshape(-1, *pooled_l.shape[2:]), channels)
     hh, ww = block.shape[1:3]
-    block = jax.image.resize(jnp.where(jnp.isfinite(block), block, 0.0),
-                             (block.shape[0], 2 * hh, 2 * ww, block.shape[-1]), "bilinear")
+    block = jax.image.resize(block, (block.shape[0], 2 * hh, 2 * ww, block.shape[-1]),
+                             "bilinear")
     out["landmark_logits"] = block.reshape(n, kl, 4 * hh * ww, block.shape[-1])
     gt_lm = jnp.take_along_axis(targets["landmarks"], l_matched[..., None, None], axis=1)
     # The category block of each RoI's landmarks [N, K, 39, 3] (zeros past the count).
@@ -212,12 +212,12 @@ class MatchRCNN(nn.Module):
     masks = postprocess.select_class_masks(self.mask_head(pooled14), classes)
     lm_pooled = pooled14 if c.landmark_head.roi_size == c.mask_head.roi_size else self.pool(
         pyramid, boxes, c.landmark_head.roi_size)
-    lowres = self.landmark_head.kps_score_lowres(self.landmark_head.features(lm_pooled))
     n = b * boxes.shape[1]
-    block = postprocess.category_block(lowres.astype(jnp.float32), classes.reshape(n))
+    channels, in_block = postprocess.block_channels(classes.reshape(n))
+    block = self.landmark_head.block_logits(lm_pooled.reshape(n, *lm_pooled.shape[2:]), channels)
     hh, ww = block.shape[1:3]
-    block = jax.image.resize(jnp.where(jnp.isfinite(block), block, -1e9),
-                             (n, 2 * hh, 2 * ww, block.shape[-1]), "bilinear")
+    block = jax.image.resize(block, (n, 2 * hh, 2 * ww, block.shape[-1]), "bilinear")
+    block = jnp.where(in_block[:, None, None, :], block, -jnp.inf)
     landmarks = postprocess.decode_landmarks(block, boxes.reshape(n, 4), classes.reshape(n))
     embeddings = self.embed(self.pool(pyramid, boxes, 7))
     return {

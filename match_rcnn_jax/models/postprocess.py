@@ -75,6 +75,15 @@ _OFFSETS = np.array([0] + [c.offset for c in schema.CATEGORIES], np.int32)
 _COUNTS = np.array([0] + [c.num_landmarks for c in schema.CATEGORIES], np.int32)
 
 
+def block_channels(classes):
+  """[N] classes -> ([N, 39] landmark channel indices of the category, [N, 39] in-block mask)."""
+  j = jnp.arange(_MAX_BLOCK)
+  off = jnp.asarray(_OFFSETS)[classes]
+  cnt = jnp.asarray(_COUNTS)[classes]
+  idx = jnp.clip(off[:, None] + j[None, :], 0, schema.NUM_LANDMARKS - 1)
+  return idx, j[None, :] < cnt[:, None]
+
+
 def category_block(lowres, classes):
   """The predicted category's landmark channels.
 
