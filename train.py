@@ -9,8 +9,12 @@ host (addresses from the environment), or give `--coordinator_address`, `--num_p
 `--process_id` explicitly.
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file.",
                                           lock_config=False)

@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
       "checkpoint_every": 200,
       "keep_checkpoints": 3,
       "stop_at": 0,  # > 0: save and stop at this step (a later run resumes)
+      "eval_at_end": True,  # box / mask / landmark AP on the eval split after training
   })
   config.optimizer = ml_collections.ConfigDict({
       "name": "sgd",  # or "adamw"

@@ -6,7 +6,8 @@ import sys
 def test_train_py_runs_and_resumes(tmp_path):
   workdir = tmp_path / "run"
   cmd = [sys.executable, "train.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
-         "--config.train.num_steps=2", "--config.train.log_every=1"]
+         "--config.train.num_steps=2", "--config.train.log_every=1",
+         "--config.train.eval_at_end=False"]
   res = subprocess.run(cmd, capture_output=True, text=True)
   assert res.returncode == 0, res.stderr[-3000:]
   assert "DeepFashion2 'train' converted" in res.stdout

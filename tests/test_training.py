@@ -46,6 +46,13 @@ def test_training_writes_everything(uninterrupted):
   assert [h["step"] for h in history] == [2, 4]
   config = json.load(open(os.path.join(workdir, "export", "config.json")))
   assert config["model"]["backbone"]["depth"] == "tiny"
+  # The held-out evaluation at the end of training.
+  metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
+  assert set(metrics) == {"bbox", "segm", "landmarks_vis", "landmarks_vis_occ"}
+  assert all(0.0 <= m["AP50"] <= 1.0 for m in metrics.values())
+  assert final["bbox_AP50"] == metrics["bbox"]["AP50"]
+  records = json.load(open(os.path.join(workdir, "eval", "results.json")))
+  assert all(len(r["keypoints"]) == 882 for r in records)
 
 
 def test_resume_gives_the_same_parameters(uninterrupted, tiny_config, tmp_path):
@@ -53,9 +60,12 @@ def test_resume_gives_the_same_parameters(uninterrupted, tiny_config, tmp_path):
   workdir_b = str(tmp_path / "run_b")
   config = _config(tiny_config.data.dir)
   config.train.stop_at = 2
+  config.train.eval_at_end = False
   loop.train(config, workdir_b)
   assert sorted(os.listdir(os.path.join(workdir_b, "checkpoints"))) == ["2"]
-  final_b = loop.train(_config(tiny_config.data.dir), workdir_b)
+  config = _config(tiny_config.data.dir)
+  config.train.eval_at_end = False
+  final_b = loop.train(config, workdir_b)
   np.testing.assert_allclose(final_b["loss"], final_a["loss"], rtol=1e-5)
   a, b = _exported(workdir_a), _exported(workdir_b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):

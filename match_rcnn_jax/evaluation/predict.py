@@ -10,7 +10,7 @@ from match_rcnn_jax.evaluation import results
 
 
 def predict_split(config, model, variables, split: str, batch_size: int | None = None,
-                  progress=None) -> list[dict]:
+                  progress=None, host=None) -> list[dict]:
   """Runs the model on every image of `split` (this host's share) and returns result records.
 
   The last batch is padded to the static batch size with copies of its first image; padded
@@ -18,7 +18,8 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
   """
   batch_size = batch_size or config.batch_size
   infer = jax.jit(lambda v, x, s: model.apply(v, x, image_sizes=s))
-  ds = pipeline.image_dataset(config.data, split, batch_size, train=False, with_masks=False)
+  ds = pipeline.image_dataset(config.data, split, batch_size, train=False, with_masks=False,
+                              host=host)
   records = []
   for batch in pipeline.as_numpy(ds):
     n = batch["image"].shape[0]

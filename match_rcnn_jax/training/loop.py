@@ -146,8 +146,18 @@ def train(config, workdir: str) -> dict:
   if stop < total:
     print(f"stopped at step {stop} of {total} (train.stop_at); run again to resume", flush=True)
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
+  final = {k: float(v) for k, v in jax.device_get(metrics).items()}
   if jax.process_index() == 0:
     export(workdir, state, config)
     with open(os.path.join(workdir, "train_history.json"), "w") as f:
       json.dump(logger.history, f)
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if config.train.eval_at_end:
+      from match_rcnn_jax.evaluation import benchmark
+      variables = {"params": jax.device_get(state.params),
+                   "batch_stats": jax.device_get(state.batch_stats)}
+      metrics_eval = benchmark.evaluate_model(config, model, variables, config.data.eval_split,
+                                              os.path.join(workdir, "eval"))
+      print(f"held-out '{config.data.eval_split}' split:\n" + benchmark.table(metrics_eval),
+            flush=True)
+      final.update({f"{task}_{k}": v for task, m in metrics_eval.items() for k, v in m.items()})
+  return final

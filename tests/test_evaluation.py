@@ -1,0 +1,73 @@
+import json
+import os
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from match_rcnn_jax.evaluation import coco_metrics, results
+
+
+def _gt_as_records(gt):
+  records = []
+  for ann in gt.dataset["annotations"]:
+    rle = gt.annToRLE(ann)
+    rle = {"size": rle["size"], "counts": rle["counts"].decode("ascii")
+           if isinstance(rle["counts"], bytes) else rle["counts"]}
+    kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+    kp[:, 2] = 1
+    records.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                    "bbox": ann["bbox"], "score": 1.0, "segmentation": rle,
+                    "keypoints": kp.reshape(-1).tolist()})
+  return records
+
+
+def test_ground_truth_as_predictions_scores_one(tiny_config):
+  gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
+  records = _gt_as_records(gt)
+  for iou_type, visible_only in (("bbox", True), ("segm", True), ("keypoints", True),
+                                 ("keypoints", False)):
+    m = coco_metrics.evaluate(gt, records, iou_type, visible_only)
+    assert m["AP"] == m["AP50"] == m["AP75"] == 1.0, (iou_type, m)
+
+
+def test_shifted_boxes_lose_ap_and_empty_results_score_zero(tiny_config):
+  gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
+  records = _gt_as_records(gt)
+  for r in records:
+    x, y, w, h = r["bbox"]
+    r["bbox"] = [x + 0.3 * w, y, w, h]  # IoU 0.54 with its GT box
+  m = coco_metrics.evaluate(gt, records, "bbox")
+  assert m["AP50"] == 1.0 and m["AP75"] == 0.0 and 0 < m["AP"] < 0.5
+  assert coco_metrics.evaluate(gt, [], "bbox")["AP"] == 0.0
+
+
+def test_landmark_gt_settings(tiny_config):
+  gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
+  vis = coco_metrics.landmark_gt(gt, visible_only=True)
+  occ = coco_metrics.landmark_gt(gt, visible_only=False)
+  raw = {a["id"]: np.asarray(a["keypoints"]).reshape(-1, 3) for a in gt.dataset["annotations"]}
+  for a in vis.dataset["annotations"]:
+    assert a["num_keypoints"] == (raw[a["id"]][:, 2] == 2).sum()
+  for a in occ.dataset["annotations"]:
+    assert a["num_keypoints"] == (raw[a["id"]][:, 2] > 0).sum()
+
+
+def test_paste_mask_and_records():
+  prob = np.zeros((28, 28), np.float32)
+  prob[:, :14] = 1.0
+  m = results.paste_mask(prob, (10, 20, 30, 40), 50, 60)
+  assert m.shape == (50, 60) and m.sum() == 20 * 10
+  assert m[20:40, 10:20].all() and not m[:, 20:].any()
+  outputs = {"valid": np.array([[True, False]]), "boxes": np.array([[[20, 40, 60, 80],
+                                                                     [0, 0, 1, 1]]], np.float32),
+             "classes": np.array([[3, 0]]), "scores": np.array([[0.9, 0.0]], np.float32),
+             "masks": np.ones((1, 2, 28, 28), np.float32),
+             "landmarks": np.zeros((1, 2, 294, 3), np.float32)}
+  outputs["landmarks"][0, 0, 60] = [30, 50, 4.0]
+  info = np.array([[100, 120, 2.0, 2.0, 200, 240]], np.float32)  # resized x2
+  (rec,) = results.to_records(outputs, [7], info)
+  assert rec["image_id"] == 7 and rec["category_id"] == 3 and rec["score"] == np.float32(0.9)
+  np.testing.assert_allclose(rec["bbox"], [10, 20, 20, 20])
+  assert len(rec["keypoints"]) == 882 and rec["keypoints"][180:183] == [15.0, 25.0, 1.0]
+  assert mask_utils.area(rec["segmentation"]) == 400
+  json.dumps(rec)
