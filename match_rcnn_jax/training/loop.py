@@ -26,8 +26,20 @@ from match_rcnn_jax.training import step as step_lib
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ("data",))
+def mesh(devices=None) -> Mesh:
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("data",))
+
+
+def sharded_step(model, tx, config, devices=None):
+  """(jitted train step, batch sharding, replicated sharding) over a 1-D `data` mesh."""
+  m = mesh(devices)
+  replicated = NamedSharding(m, P())
+  data_sharding = NamedSharding(m, P("data"))
+  fn = jax.jit(step_lib.make_train_step(model, tx, config.loss_weights,
+                                        DTYPES[config.model.dtype]),
+               in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
+               donate_argnums=(0,))
+  return fn, data_sharding, replicated
 
 
 def global_batch(local: dict, sharding: NamedSharding) -> dict:
@@ -121,14 +133,8 @@ def train(config, workdir: str) -> dict:
     state = restored
     print(f"resuming from step {start}", flush=True)
 
-  mesh = _mesh()
-  replicated = NamedSharding(mesh, P())
-  data_sharding = NamedSharding(mesh, P("data"))
+  train_step, data_sharding, replicated = sharded_step(model, tx, config)
   state = jax.device_put(state, replicated)
-  train_step = jax.jit(step_lib.make_train_step(model, tx, config.loss_weights,
-                                                DTYPES[config.model.dtype]),
-                       in_shardings=(replicated, data_sharding),
-                       out_shardings=(replicated, replicated), donate_argnums=(0,))
   lr_fn = optim.schedule(config.optimizer, total)
   logger = _Logger(workdir, total, 2 * config.pairs_per_batch)
   batches = _batches(config, host, start)
