@@ -81,3 +81,27 @@ def test_init_from_loads_an_export(uninterrupted):
   loaded = loop.init_variables(config, model, jax.random.PRNGKey(7))
   for x, y in zip(jax.tree.leaves(loaded), jax.tree.leaves(_exported(workdir))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigkill_during_checkpoint_write_then_resume(uninterrupted, tiny_config, tmp_path):
+  """Killed (SIGKILL) while the step-4 checkpoint is being committed, the run resumes from
+  step 2 and ends with exactly the parameters of an uninterrupted run."""
+  import signal
+  import subprocess
+  import sys
+  workdir_a, _ = uninterrupted
+  workdir = str(tmp_path / "killed")
+  cmd = [sys.executable, "tests/scripts/train_and_die.py", tiny_config.data.dir, workdir]
+  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  res = subprocess.run(cmd + ["--kill_at_save", "4"], capture_output=True, text=True, env=env)
+  assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+  entries = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert "2" in entries and "4" not in entries
+  assert any(e.startswith("4") and e != "4" for e in entries)  # the unfinished write
+  assert not os.path.exists(os.path.join(workdir, "export"))
+  res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "resuming from step 2" in res.stdout
+  a, b = _exported(workdir_a), _exported(workdir)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
