@@ -20,3 +20,10 @@ def test_train_py_runs_and_resumes(tmp_path):
   res = subprocess.run(cmd, capture_output=True, text=True)
   assert res.returncode == 0 and "generating" not in res.stdout
   assert "resuming from step 2" in res.stdout
+  # eval.py evaluates the trained model (its export) on the held-out split.
+  res = subprocess.run([sys.executable, "eval.py", "--config", "configs/tiny.py", "--workdir",
+                        str(workdir)], capture_output=True, text=True)
+  assert res.returncode == 0, res.stderr[-3000:]
+  metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
+  assert set(metrics) == {"bbox", "segm", "landmarks_vis", "landmarks_vis_occ"}
+  assert (workdir / "eval" / "results.json").exists() and "bbox" in res.stdout

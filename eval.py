@@ -1,0 +1,87 @@
+"""Evaluates a trained model, or scores result files, on DeepFashion2's COCO-style benchmarks.
+
+    # a model: latest export (or --checkpoint N) of a training workdir, on the config's eval split
+    python eval.py --config configs/demo.py --workdir runs/demo [--checkpoint N]
+    # existing result files (official format), no model
+    python eval.py --gt_dir O --split validation --results R.json [--output_dir D]
+
+Prints the box / mask / landmark (visible, visible + occluded) AP table and writes
+`metrics.json` (`W/eval/` for a model, beside the results file or in `--output_dir`
+otherwise) shaped {"bbox": {"AP", "AP50", "AP75"}, "segm": ..., "landmarks_vis": ...,
+"landmarks_vis_occ": ...}; a model's result records go to `W/eval/results.json`.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file.",
+                                          lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding the model.")
+_CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the export, "
+                                   "else the latest checkpoint).")
+_GT_DIR = flags.DEFINE_string("gt_dir", None, "Converter output directory (scoring mode).")
+_SPLIT = flags.DEFINE_string("split", "validation", "Split of --gt_dir.")
+_RESULTS = flags.DEFINE_string("results", None, "Result file to score (scoring mode).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where metrics.json goes (scoring mode).")
+
+
+def _model_variables(config, workdir, step):
+  import jax
+
+  from match_rcnn_jax.models import match_rcnn
+  from match_rcnn_jax.tools import import_torchvision
+  from match_rcnn_jax.training import checkpoints, optim
+  from match_rcnn_jax.training import step as step_lib
+  model = match_rcnn.build(config.model)
+  template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(0),
+                                            tuple(config.data.canvas)))
+  export = os.path.join(workdir, "export", "variables")
+  if step is None and os.path.exists(export):
+    return model, import_torchvision.load_variables(os.path.join(workdir, "export"), template)
+  tx = optim.make(config.optimizer, template["params"], config.train.num_steps)
+  state = step_lib.create(template, tx, jax.random.PRNGKey(0))
+  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  step = step if step is not None else mngr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no export and no checkpoint to evaluate")
+  state = mngr.restore(step, args=checkpoints.ocp.args.StandardRestore(jax.device_get(state)))
+  return model, {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from match_rcnn_jax.evaluation import benchmark, scoring
+  if _RESULTS.value:
+    if not _GT_DIR.value:
+      raise app.UsageError("--results needs --gt_dir")
+    try:
+      metrics = scoring.score_file(_GT_DIR.value, _SPLIT.value, _RESULTS.value)
+    except scoring.ResultsError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+    out_dir = _OUTPUT_DIR.value or os.path.dirname(os.path.abspath(_RESULTS.value))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+      json.dump(metrics, f, indent=1)
+  else:
+    if not (_CONFIG.value and _WORKDIR.value):
+      raise app.UsageError("give --config and --workdir, or --gt_dir and --results")
+    from match_rcnn_jax.data import prepare
+    config = _CONFIG.value
+    prepare.resolve_data_dir(config, _WORKDIR.value)
+    model, variables = _model_variables(config, _WORKDIR.value, _CHECKPOINT.value)
+    metrics = benchmark.evaluate_model(config, model, variables, config.data.eval_split,
+                                       os.path.join(_WORKDIR.value, "eval"))
+  print(benchmark.table(metrics))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))
