@@ -34,16 +34,21 @@ def test_two_processes_match_one(tiny_config):
   """Two processes joined by jax.distributed on loopback (CPU collectives), each reading its own
   input files, give the losses of one process fed the same global batches."""
   script = "tests/scripts/multiprocess_steps.py"
-  env = dict(os.environ, PYTHONPATH=os.getcwd())
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env["PYTHONPATH"] = os.getcwd()
   port = str(_free_port())
   procs = [subprocess.Popen([sys.executable, script, tiny_config.data.dir, port, "2", str(i)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
            for i in range(2)]
   outs = []
-  for p in procs:
-    stdout, stderr = p.communicate(timeout=600)
-    assert p.returncode == 0, stderr[-3000:]
-    outs.append(json.loads(stdout.strip().splitlines()[-1]))
+  try:
+    for p in procs:
+      stdout, stderr = p.communicate(timeout=420)
+      assert p.returncode == 0, stderr[-3000:]
+      outs.append(json.loads(stdout.strip().splitlines()[-1]))
+  finally:
+    for p in procs:
+      p.kill()
   single = subprocess.run(
       [sys.executable, script, tiny_config.data.dir, "single", "2"], capture_output=True,
       text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2"))

@@ -11,6 +11,9 @@ import numpy as np
 
 def main():
   data_dir, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+  # A persistent-cache hit in one process and a fresh compile in the other can leave the two
+  # processes waiting on each other: compile in every process.
+  jax.config.update("jax_enable_compilation_cache", False)
   if mode != "single":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{mode}", num_processes=n, process_id=int(sys.argv[4]))
