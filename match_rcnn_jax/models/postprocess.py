@@ -93,22 +93,16 @@ def category_block(lowres, classes):
   Returns:
     [N, h, w, 39] logits (channels past the category's count are -inf).
   """
-  j = jnp.arange(_MAX_BLOCK)
-  off = jnp.asarray(_OFFSETS)[classes]
-  cnt = jnp.asarray(_COUNTS)[classes]
-  idx = jnp.clip(off[:, None] + j[None, :], 0, schema.NUM_LANDMARKS - 1)  # [N, 39]
+  idx, in_block = block_channels(classes)
   block = jnp.take_along_axis(lowres, idx[:, None, None, :], axis=-1)
-  return jnp.where((j[None, :] < cnt[:, None])[:, None, None, :], block, -jnp.inf)
+  return jnp.where(in_block[:, None, None, :], block, -jnp.inf)
 
 
 def gather_block(landmarks, classes):
   """Global landmarks [N, 294, 3] -> the category's block [N, 39, 3] (zeros past its count)."""
-  j = jnp.arange(_MAX_BLOCK)
-  off = jnp.asarray(_OFFSETS)[classes]
-  cnt = jnp.asarray(_COUNTS)[classes]
-  idx = jnp.clip(off[:, None] + j[None, :], 0, schema.NUM_LANDMARKS - 1)
+  idx, in_block = block_channels(classes)
   block = jnp.take_along_axis(landmarks, idx[..., None], axis=1)
-  return jnp.where((j[None, :] < cnt[:, None])[..., None], block, 0.0)
+  return jnp.where(in_block[..., None], block, 0.0)
 
 
 def decode_landmarks(heatmaps, boxes, classes):

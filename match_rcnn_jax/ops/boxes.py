@@ -50,20 +50,20 @@ def clip(boxes: jnp.ndarray, height, width) -> jnp.ndarray:
   return jnp.stack([x1, y1, x2, y2], axis=-1)
 
 
+def _center_size(boxes):
+  w = boxes[..., 2] - boxes[..., 0]
+  h = boxes[..., 3] - boxes[..., 1]
+  return boxes[..., 0] + 0.5 * w, boxes[..., 1] + 0.5 * h, w, h
+
+
 def encode(boxes: jnp.ndarray, anchors: jnp.ndarray,
            weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)) -> jnp.ndarray:
   """Regression targets of `boxes` relative to `anchors` (both [..., 4]) -> deltas [..., 4]."""
   _check_last(boxes, "boxes")
   _check_last(anchors, "anchors")
   wx, wy, ww, wh = weights
-  aw = anchors[..., 2] - anchors[..., 0]
-  ah = anchors[..., 3] - anchors[..., 1]
-  ax = anchors[..., 0] + 0.5 * aw
-  ay = anchors[..., 1] + 0.5 * ah
-  bw = boxes[..., 2] - boxes[..., 0]
-  bh = boxes[..., 3] - boxes[..., 1]
-  bx = boxes[..., 0] + 0.5 * bw
-  by = boxes[..., 1] + 0.5 * bh
+  ax, ay, aw, ah = _center_size(anchors)
+  bx, by, bw, bh = _center_size(boxes)
   return jnp.stack([wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * jnp.log(bw / aw),
                     wh * jnp.log(bh / ah)], axis=-1)
 
@@ -74,10 +74,7 @@ def decode(deltas: jnp.ndarray, anchors: jnp.ndarray,
   _check_last(deltas, "deltas")
   _check_last(anchors, "anchors")
   wx, wy, ww, wh = weights
-  aw = anchors[..., 2] - anchors[..., 0]
-  ah = anchors[..., 3] - anchors[..., 1]
-  ax = anchors[..., 0] + 0.5 * aw
-  ay = anchors[..., 1] + 0.5 * ah
+  ax, ay, aw, ah = _center_size(anchors)
   dx, dy = deltas[..., 0] / wx, deltas[..., 1] / wy
   dw = jnp.minimum(deltas[..., 2] / ww, BBOX_XFORM_CLIP)
   dh = jnp.minimum(deltas[..., 3] / wh, BBOX_XFORM_CLIP)
