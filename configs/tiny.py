@@ -1,6 +1,6 @@
 """Tiny configuration for the tests: a few small synthetic images, small canvas, few instances.
 
-    python train.py --config configs/tiny.py --workdir /tmp/tiny
+    python train.py --config configs/tiny.py --workdir runs/tiny
 """
 
 from configs import common
