@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 import os
 
-from match_rcnn_jax.evaluation import coco_metrics, predict
-
-TASKS = (("bbox", "bbox", True), ("segm", "segm", True), ("landmarks_vis", "keypoints", True),
-         ("landmarks_vis_occ", "keypoints", False))
+from match_rcnn_jax.evaluation import predict, scoring
 
 
 def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 1)) -> dict:
   """Runs inference over `split`, writes `out_dir/results.json` (official result records) and
   `out_dir/metrics.json`, and returns {task: {'AP', 'AP50', 'AP75'}}."""
   records = predict.predict_split(config, model, variables, split, host=host)
-  gt = coco_metrics.load_gt(os.path.join(config.data.dir, f"{split}_coco.json"))
-  metrics = {}
-  for name, iou_type, visible_only in TASKS:
-    m = coco_metrics.evaluate(gt, records, iou_type, visible_only)
-    metrics[name] = {k: round(m[k], 4) for k in ("AP", "AP50", "AP75")}
+  metrics = scoring.score(os.path.join(config.data.dir, f"{split}_coco.json"), records)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(records, f)

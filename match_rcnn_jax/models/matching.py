@@ -23,9 +23,8 @@ class MatchEmbedding(nn.Module):
   def __call__(self, x, train: bool = False):
     """x [..., S, S, C] RoI features -> embeddings [..., dim] float32.
 
-    In training the BatchNorm uses the statistics of every embedding in the (global) batch;
-    `x` may carry a leading validity-free batch, so callers pass only real RoIs' statistics
-    through `mask`-free inputs.
+    In training the BatchNorm uses the statistics of all the embeddings given, i.e. of the
+    global batch when called under a sharded jit.
     """
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])

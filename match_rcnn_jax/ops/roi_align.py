@@ -17,7 +17,6 @@ The sampling ratio is static (torchvision's adaptive `sampling_ratio <= 0` is da
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -197,7 +196,3 @@ def multilevel_roi_align(features: Sequence[jnp.ndarray], boxes: jnp.ndarray, ou
   out = _combine_gather(flat, iy, wy.astype(dtype), ix, wx.astype(dtype),
                         lvl_w.astype(jnp.int32), offset)
   return out.astype(dtype)
-
-
-def level_scales(num_levels: int, min_level: int = 2) -> list[float]:
-  return [math.ldexp(1.0, -(min_level + i)) for i in range(num_levels)]

@@ -13,7 +13,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -22,8 +21,6 @@ from match_rcnn_jax.data import pipeline, prepare
 from match_rcnn_jax.models import match_rcnn
 from match_rcnn_jax.training import checkpoints, optim
 from match_rcnn_jax.training import step as step_lib
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def mesh(devices=None) -> Mesh:
@@ -36,7 +33,7 @@ def sharded_step(model, tx, config, devices=None):
   replicated = NamedSharding(m, P())
   data_sharding = NamedSharding(m, P("data"))
   fn = jax.jit(step_lib.make_train_step(model, tx, config.loss_weights,
-                                        DTYPES[config.model.dtype]),
+                                        match_rcnn.DTYPES[config.model.dtype]),
                in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
                donate_argnums=(0,))
   return fn, data_sharding, replicated
@@ -82,9 +79,10 @@ class _Logger:
   def __init__(self, workdir: str, total: int, images_per_step: int):
     self.total, self.images_per_step = total, images_per_step
     self.main = jax.process_index() == 0
-    self.writer = None
+    self.writer = self.tf = None
     if self.main:
       import tensorflow as tf
+      self.tf = tf
       self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
     self.last_time, self.last_step = time.time(), None
     self.history = []
@@ -103,12 +101,12 @@ class _Logger:
     losses = " ".join(f"{k[5:]} {v:.3f}" for k, v in m.items() if k.startswith("loss_"))
     print(f"step {step}/{self.total}  {rate:.1f} img/s  loss {m['loss']:.3f} ({losses})  "
           f"lr {lr:.5f}  eta {eta / 60:.1f} min", flush=True)
-    import tensorflow as tf
+    summary = self.tf.summary
     with self.writer.as_default():
       for k, v in m.items():
-        tf.summary.scalar(k, v, step=step)
-      tf.summary.scalar("lr", lr, step=step)
-      tf.summary.scalar("images_per_s", rate, step=step)
+        summary.scalar(k, v, step=step)
+      summary.scalar("lr", lr, step=step)
+      summary.scalar("images_per_s", rate, step=step)
     self.writer.flush()
 
 
