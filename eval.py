@@ -3,12 +3,16 @@
     # a model: latest export (or --checkpoint N) of a training workdir, on the config's eval split
     python eval.py --config configs/demo.py --workdir runs/demo [--checkpoint N]
     # existing result files (official format), no model
-    python eval.py --gt_dir O --split validation --results R.json [--output_dir D]
+    python eval.py --gt_dir O --split validation --results R.json [--retrieval_results Q.json]
+        [--output_dir D]
 
-Prints the box / mask / landmark (visible, visible + occluded) AP table and writes
-`metrics.json` (`W/eval/` for a model, beside the results file or in `--output_dir`
-otherwise) shaped {"bbox": {"AP", "AP50", "AP75"}, "segm": ..., "landmarks_vis": ...,
-"landmarks_vis_occ": ...}; a model's result records go to `W/eval/results.json`.
+Prints the box / mask / landmark (visible, visible + occluded) AP table, the per-subset tables
+and retrieval top-k, and writes `metrics.json` (`W/eval/` for a model, beside the results file
+or in `--output_dir` otherwise) shaped {"bbox": {"AP", "AP50", "AP75"}, "segm": ...,
+"landmarks_vis": ..., "landmarks_vis_occ": ..., "subsets": {"bbox" | "segm" | "landmarks_vis":
+{"scale" | "occlusion" | "zoom_in" | "viewpoint": {value: {"AP", "AP50", "AP75"}}}},
+"retrieval": {"top1", "top5", "top10", "top15", "top20"}}. A model's official result files go
+to `W/eval/results.json` and `W/eval/retrieval_results.json`.
 """
 
 import json
@@ -28,6 +32,8 @@ _CHECKPOINT = flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default
 _GT_DIR = flags.DEFINE_string("gt_dir", None, "Converter output directory (scoring mode).")
 _SPLIT = flags.DEFINE_string("split", "validation", "Split of --gt_dir.")
 _RESULTS = flags.DEFINE_string("results", None, "Result file to score (scoring mode).")
+_RETRIEVAL = flags.DEFINE_string("retrieval_results", None,
+                                 "Retrieval result file to score (scoring mode).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where metrics.json goes (scoring mode).")
 
 
@@ -54,19 +60,39 @@ def _model_variables(config, workdir, step):
   return model, {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def progress_bar(config):
+  """A tqdm bar over the evaluation split's images; returns its update function."""
+  import json as json_lib
+
+  from tqdm import tqdm
+  split = config.data.eval_split
+  total = None
+  info = os.path.join(config.data.dir, "tfrecords", split, "dataset_info.json")
+  try:
+    with open(info) as f:
+      total = sum(int(n) for s in json_lib.load(f).get("splits", [])
+                  for n in s.get("shardLengths", []))
+  except (OSError, ValueError):
+    pass
+  bar = tqdm(total=total or None, desc=f"inference on '{split}'", unit="img")
+  return bar.update
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   from match_rcnn_jax.evaluation import benchmark, scoring
-  if _RESULTS.value:
+  if _RESULTS.value or _RETRIEVAL.value:
     if not _GT_DIR.value:
-      raise app.UsageError("--results needs --gt_dir")
+      raise app.UsageError("--results / --retrieval_results need --gt_dir")
     try:
-      metrics = scoring.score_file(_GT_DIR.value, _SPLIT.value, _RESULTS.value)
+      metrics = scoring.score_file(_GT_DIR.value, _SPLIT.value, _RESULTS.value,
+                                   _RETRIEVAL.value)
     except scoring.ResultsError as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
-    out_dir = _OUTPUT_DIR.value or os.path.dirname(os.path.abspath(_RESULTS.value))
+    out_dir = _OUTPUT_DIR.value or os.path.dirname(
+        os.path.abspath(_RESULTS.value or _RETRIEVAL.value))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=1)
@@ -78,7 +104,8 @@ def main(argv):
     prepare.resolve_data_dir(config, _WORKDIR.value)
     model, variables = _model_variables(config, _WORKDIR.value, _CHECKPOINT.value)
     metrics = benchmark.evaluate_model(config, model, variables, config.data.eval_split,
-                                       os.path.join(_WORKDIR.value, "eval"))
+                                       os.path.join(_WORKDIR.value, "eval"),
+                                       progress=progress_bar(config))
   print(benchmark.table(metrics))
   return 0
 

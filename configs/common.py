@@ -66,6 +66,11 @@ def base_config() -> ml_collections.ConfigDict:
       "grad_clip_norm": 0.0,  # 0: no clipping
       "freeze_backbone": (),  # e.g. ("conv1", "bn1", "layer1") with pretrained weights
   })
+  config.eval = ml_collections.ConfigDict({
+      # Retrieval gallery: the detections in shop images scoring at least this (queries: every
+      # detection in a user image; the protocol keeps the best one per garment).
+      "gallery_min_score": 0.3,
+  })
   # l1..l5 of the paper (never published; 1 as re-implementations use) and the RPN terms.
   config.loss_weights = ml_collections.ConfigDict({
       "rpn_cls": 1.0, "rpn_box": 1.0, "cls": 1.0, "box": 1.0, "landmark": 1.0, "mask": 1.0,

@@ -40,6 +40,7 @@ def get_config():
   config.train.num_steps = 4
   config.train.log_every = 2
   config.train.checkpoint_every = 2
+  config.eval.gallery_min_score = 0.0  # an untrained model: index every detection
   config.optimizer.learning_rate = 0.01
   config.optimizer.warmup_steps = 2
   config.batch_size = 2

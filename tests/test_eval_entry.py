@@ -11,17 +11,51 @@ def _run(args):
   return subprocess.run([sys.executable, "eval.py", *args], capture_output=True, text=True)
 
 
+def _gt_retrieval(data_dir):
+  """Retrieval records from the ground truth: each style > 0 query item with its targets
+  ranked first; expected top-1 = share of those items that have a target."""
+  with open(os.path.join(data_dir, "validation_query.json")) as f:
+    query = json.load(f)
+  with open(os.path.join(data_dir, "validation_gallery.json")) as f:
+    gallery = json.load(f)
+  records, found = [], 0
+  for q in query:
+    if q["style"] == 0:
+      continue
+    targets = [g for g in gallery if (g["pair_id"], g["style"]) == (q["pair_id"], q["style"])]
+    found += bool(targets)
+    ranked = (targets + gallery)[:20]
+    ranked += ranked[-1:] * (20 - len(ranked))
+    records.append({"query_image_id": q["query_image_id"], "query_bbox": q["bbox"],
+                    "query_cls": q["cls"], "query_score": 1.0,
+                    "gallery_image_id": [g["gallery_image_id"] for g in ranked],
+                    "gallery_bbox": [g["bbox"] for g in ranked]})
+  return records, found / len(records)
+
+
 def test_scoring_mode(tiny_config, tmp_path):
   gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
   results = tmp_path / "r.json"
   results.write_text(json.dumps(_gt_as_records(gt)))
+  ret, expected_top1 = _gt_retrieval(tiny_config.data.dir)
+  assert expected_top1 > 0
+  (tmp_path / "q.json").write_text(json.dumps(ret))
   res = _run(["--gt_dir", tiny_config.data.dir, "--split", "validation", "--results",
-              str(results)])
+              str(results), "--retrieval_results", str(tmp_path / "q.json")])
   assert res.returncode == 0, res.stderr[-2000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert set(metrics) == {"bbox", "segm", "landmarks_vis", "landmarks_vis_occ"}
-  assert all(m == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0} for m in metrics.values())
-  assert "landmarks_vis_occ" in res.stdout
+  assert set(metrics) == {"bbox", "segm", "landmarks_vis", "landmarks_vis_occ", "subsets",
+                          "retrieval"}
+  assert all(metrics[t] == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}
+             for t in ("bbox", "segm", "landmarks_vis", "landmarks_vis_occ"))
+  assert set(metrics["subsets"]) == {"bbox", "segm", "landmarks_vis"}
+  for task in metrics["subsets"].values():
+    assert set(task) == {"scale", "occlusion", "zoom_in", "viewpoint"}
+    assert all(m is None or m["AP"] == 1.0 for values in task.values()
+               for m in values.values())
+  assert metrics["retrieval"] == {f"top{k}": round(expected_top1, 4)
+                                  for k in (1, 5, 10, 15, 20)}
+  assert "landmarks_vis_occ" in res.stdout and "retrieval top1" in res.stdout
   # An empty file scores 0; output_dir is honoured.
   results.write_text("[]")
   res = _run(["--gt_dir", tiny_config.data.dir, "--results", str(results), "--output_dir",
@@ -45,6 +79,11 @@ def test_malformed_results_name_the_record(tiny_config, tmp_path):
     res = _run(["--gt_dir", tiny_config.data.dir, "--results", str(path)])
     assert res.returncode == 1 and message in res.stderr, res.stderr[-500:]
     assert "Traceback" not in res.stderr
+  ret, _ = _gt_retrieval(tiny_config.data.dir)
+  ret[2]["gallery_bbox"] = ret[2]["gallery_bbox"][:5]
+  path.write_text(json.dumps(ret))
+  res = _run(["--gt_dir", tiny_config.data.dir, "--retrieval_results", str(path)])
+  assert res.returncode == 1 and "record 2: gallery_bbox must list 20 boxes" in res.stderr
   bad = [dict(r) for r in records]
   del bad[0]["score"]
   path.write_text(json.dumps(bad))

@@ -223,3 +223,24 @@ def test_deconv_channel_subset_equals_full():
   sub = deconv.apply(v, x, channels)
   np.testing.assert_allclose(sub, jnp.take_along_axis(full, channels[:, None, None, :], -1),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_heads_on_valid_detections_only_match_all_slots(tiny_model):
+  cfg, model, variables, _, _ = tiny_model
+  rng = np.random.default_rng(0)
+  n = 16
+  pooled14 = jnp.asarray(rng.normal(size=(n, 14, 14, cfg.fpn_channels)), jnp.float32)
+  pooled7 = jnp.asarray(rng.normal(size=(n, 7, 7, cfg.fpn_channels)), jnp.float32)
+  xy = rng.uniform(0, 60, (n, 2))
+  boxes = jnp.asarray(np.concatenate([xy, xy + rng.uniform(10, 60, (n, 2))], 1), jnp.float32)
+  classes = jnp.asarray(rng.integers(1, 14, n), jnp.int32)
+  inputs = (pooled14, pooled14, pooled7, boxes, classes)
+  every = jax.device_get(model.apply(variables, *inputs, method=match_rcnn.MatchRCNN._heads))
+  valid = np.zeros(n, bool)
+  valid[[1, 4, 6, 9, 15]] = True  # 5 valid: two chunks of 3 run, the rest is never computed
+  some = jax.device_get(model.apply(variables, inputs, jnp.asarray(valid), 3,
+                                    method=match_rcnn.MatchRCNN._valid_heads))
+  for a, b in zip(every, some):
+    np.testing.assert_allclose(b[valid], a[valid], rtol=1e-5, atol=1e-5)
+    computed = np.any(b.reshape(n, -1) != 0, axis=1)
+    assert computed.sum() == 6 and computed[valid].all()  # 5 valid + 1 filler of chunk 2

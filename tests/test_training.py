@@ -33,7 +33,7 @@ def uninterrupted(tiny_config, tmp_path_factory):
   return workdir, final
 
 
-def test_training_writes_everything(uninterrupted):
+def test_training_writes_everything(uninterrupted, tiny_config):
   workdir, final = uninterrupted
   assert np.isfinite(final["loss"]) and final["skipped"] == 0
   for name in ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask",
@@ -48,11 +48,27 @@ def test_training_writes_everything(uninterrupted):
   assert config["model"]["backbone"]["depth"] == "tiny"
   # The held-out evaluation at the end of training.
   metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
-  assert set(metrics) == {"bbox", "segm", "landmarks_vis", "landmarks_vis_occ"}
-  assert all(0.0 <= m["AP50"] <= 1.0 for m in metrics.values())
+  tasks = ("bbox", "segm", "landmarks_vis", "landmarks_vis_occ")
+  assert set(metrics) == {*tasks, "subsets", "retrieval"}
+  assert all(0.0 <= metrics[t]["AP50"] <= 1.0 for t in tasks)
   assert final["bbox_AP50"] == metrics["bbox"]["AP50"]
+  assert final["retrieval_top20"] == metrics["retrieval"]["top20"]
+  assert 0.0 <= metrics["retrieval"]["top1"] <= metrics["retrieval"]["top20"] <= 1.0
   records = json.load(open(os.path.join(workdir, "eval", "results.json")))
   assert all(len(r["keypoints"]) == 882 for r in records)
+  # Every detection in a user image is a query with 20 ranked shop detections.
+  ret = json.load(open(os.path.join(workdir, "eval", "retrieval_results.json")))
+  coco = json.load(open(os.path.join(tiny_config.data.dir, "validation_coco.json")))
+  source = {a["image_id"]: a["source"] for a in coco["annotations"]}
+  user_dets = [r for r in records if source.get(r["image_id"]) == "user"]
+  assert len(ret) == len(user_dets)
+  assert all(source.get(r["query_image_id"]) == "user" for r in ret)
+  assert all(len(r["gallery_image_id"]) == len(r["gallery_bbox"]) == 20 for r in ret)
+  assert all(source.get(g) == "shop" for r in ret for g in r["gallery_image_id"])
+  # The picture of held-out predictions.
+  from PIL import Image
+  with Image.open(os.path.join(workdir, "eval", "predictions.png")) as im:
+    assert im.size == (4 * 256, 2 * 256)
 
 
 def test_resume_gives_the_same_parameters(uninterrupted, tiny_config, tmp_path):

@@ -4,6 +4,13 @@ Boxes and masks: the standard 12 numbers, AP / AP50 / AP75 reported. Landmarks: 
 AP with the 294 DeepFashion2 OKS sigmas, maxDets 20, ground-truth area = box area (the
 converter's `area`); `visible_only=True` keeps v = 2 ground-truth points only (the paper's
 "visible" setting), otherwise v in {1, 2}.
+
+Per-subset AP (the paper's tables by scale, occlusion, zoom-in and viewpoint; no official code
+exists): for the subset "attribute = value", ground-truth items with another value become
+ignore regions, exactly like COCO's crowd / out-of-area-range items: a detection matched to one
+counts neither as a true nor as a false positive, and detections compete for the subset's items
+first. Everything else is COCOeval unchanged (IoUs / OKS computed once and reused). A subset
+without ground-truth items has no AP (None).
 """
 
 from __future__ import annotations
@@ -43,10 +50,12 @@ def landmark_gt(gt: COCO, visible_only: bool) -> COCO:
   return load_gt(data)
 
 
-def evaluate(gt: COCO, records: list[dict], iou_type: str, visible_only: bool = True) -> dict:
-  """{'AP', 'AP50', 'AP75', 'stats': all 12 (10 for keypoints) numbers} for one task."""
-  if not records:
-    return dict(EMPTY, stats=[0.0] * (10 if iou_type == "keypoints" else 12))
+SUBSETS: dict[str, dict[int, str]] = {
+    attr: {int(v): v.name.lower() for v in values} for attr, values in schema.ATTRIBUTES.items()}
+
+
+def _evaluated(gt: COCO, records: list[dict], iou_type: str, visible_only: bool) -> COCOeval:
+  """COCOeval after `evaluate()` (IoUs / OKS and per-image matching done)."""
   if iou_type == "keypoints":
     gt = landmark_gt(gt, visible_only)
   with contextlib.redirect_stdout(io.StringIO()):
@@ -56,7 +65,57 @@ def evaluate(gt: COCO, records: list[dict], iou_type: str, visible_only: bool = 
       ev.params.kpt_oks_sigmas = schema.OKS_SIGMAS
       ev.params.maxDets = [20]
     ev.evaluate()
+  return ev
+
+
+def _summary(ev: COCOeval) -> dict:
+  with contextlib.redirect_stdout(io.StringIO()):
     ev.accumulate()
     ev.summarize()
-  stats = [max(float(s), 0.0) for s in ev.stats]
+  stats = [round(max(float(s), 0.0), 6) for s in ev.stats]  # 1 - 1e-16 -> 1
   return {"AP": stats[0], "AP50": stats[1], "AP75": stats[2], "stats": stats}
+
+
+def evaluate(gt: COCO, records: list[dict], iou_type: str, visible_only: bool = True) -> dict:
+  """{'AP', 'AP50', 'AP75', 'stats': all 12 (10 for keypoints) numbers} for one task."""
+  if not records:
+    return dict(EMPTY, stats=[0.0] * (10 if iou_type == "keypoints" else 12))
+  return _summary(_evaluated(gt, records, iou_type, visible_only))
+
+
+def evaluate_subsets(gt: COCO, records: list[dict], iou_type: str,
+                     visible_only: bool = True) -> dict:
+  """{attribute: {value name: {'AP', 'AP50', 'AP75'} or None}} over SUBSETS (see the module
+  docstring for the rule)."""
+  out = {attr: {name: None for name in names.values()} for attr, names in SUBSETS.items()}
+  if not records:
+    if iou_type == "keypoints":  # items without labelled points are ignored by COCOeval
+      gt = landmark_gt(gt, visible_only)
+    for ann in gt.dataset["annotations"]:
+      if iou_type != "keypoints" or ann["num_keypoints"] > 0:
+        for attr, names in SUBSETS.items():
+          if ann.get(attr) in names:
+            out[attr][names[ann[attr]]] = dict(EMPTY)
+    return out
+  ev = _evaluated(gt, records, iou_type, visible_only)
+  p = ev.params
+  # Subset tables report the "all" area range only: skip matching for the others.
+  p.areaRng, p.areaRngLbl = p.areaRng[:1], p.areaRngLbl[:1]
+  ev._paramsEval = copy.deepcopy(p)
+  items = [g for gs in ev._gts.values() for g in gs]
+  base = [bool(g["ignore"]) for g in items]
+  present = {(attr, g.get(attr)) for g, ignored in zip(items, base) if not ignored
+             for attr in SUBSETS}
+  for attr, names in SUBSETS.items():
+    for value, name in names.items():
+      if (attr, value) not in present:
+        continue
+      for g, ignored in zip(items, base):
+        g["ignore"] = ignored or g.get(attr) != value
+      ev.evalImgs = [ev.evaluateImg(img, cat, rng, p.maxDets[-1]) for cat in p.catIds
+                     for rng in p.areaRng for img in p.imgIds]
+      m = _summary(ev)
+      out[attr][name] = {k: m[k] for k in ("AP", "AP50", "AP75")}
+  for g, ignored in zip(items, base):
+    g["ignore"] = ignored
+  return out

@@ -2,7 +2,13 @@
 
 Records are validated first; a malformed file fails with a message naming the record:
 unknown image id, missing or mistyped keys, category outside 1..13, bbox not 4 numbers,
-keypoints not 882 numbers. An empty file scores 0.
+keypoints not 882 numbers, not 20 gallery entries. An empty file scores 0.
+
+The metrics dict (and `metrics.json`): {"bbox" | "segm" | "landmarks_vis" |
+"landmarks_vis_occ": {"AP", "AP50", "AP75"}, "subsets": {"bbox" | "segm" | "landmarks_vis":
+{"scale" | "occlusion" | "zoom_in" | "viewpoint": {value name: {"AP", "AP50", "AP75"} or
+null}}}, "retrieval": {"top1", "top5", "top10", "top15", "top20"}}; a task the records do not
+support is left out.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ import math
 import os
 
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.evaluation import coco_metrics
+from match_rcnn_jax.evaluation import coco_metrics, retrieval
 
 TASKS = (("bbox", "bbox", True), ("segm", "segm", True), ("landmarks_vis", "keypoints", True),
          ("landmarks_vis_occ", "keypoints", False))
+SUBSET_TASKS = ("bbox", "segm", "landmarks_vis")
+_KEYS = ("AP", "AP50", "AP75")
 
 
 class ResultsError(ValueError):
@@ -56,28 +64,67 @@ def validate(records, image_ids: set, path: str) -> None:
       raise ResultsError(f"{where}: needs at least one of bbox, segmentation, keypoints")
 
 
-def score(gt_path: str, records: list, path: str = "results") -> dict:
-  """{task: {'AP', 'AP50', 'AP75'}} for the tasks the records support."""
+def _round(m):
+  return None if m is None else {k: round(m[k], 4) for k in _KEYS}
+
+
+def score(gt_path: str, records: list, path: str = "results", subsets: bool = True) -> dict:
+  """{task: {'AP', 'AP50', 'AP75'}, 'subsets': {...}} for the tasks the records support."""
   gt = coco_metrics.load_gt(gt_path)
   validate(records, set(gt.getImgIds()), path)
-  metrics = {}
+  metrics, subset_metrics = {}, {}
   for name, iou_type, visible_only in TASKS:
     key = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
     usable = [r for r in records if key in r and (iou_type != "bbox" or "bbox" in r)]
     if records and not usable:
       continue
-    m = coco_metrics.evaluate(gt, usable, iou_type, visible_only)
-    metrics[name] = {k: round(m[k], 4) for k in ("AP", "AP50", "AP75")}
+    metrics[name] = _round(coco_metrics.evaluate(gt, usable, iou_type, visible_only))
+    if subsets and name in SUBSET_TASKS:
+      table = coco_metrics.evaluate_subsets(gt, usable, iou_type, visible_only)
+      subset_metrics[name] = {attr: {v: _round(m) for v, m in values.items()}
+                              for attr, values in table.items()}
+  if subsets:
+    metrics["subsets"] = subset_metrics
   return metrics
 
 
-def score_file(gt_dir: str, split: str, results_path: str) -> dict:
-  gt_path = os.path.join(gt_dir, f"{split}_coco.json")
-  if not os.path.exists(gt_path):
-    raise ResultsError(f"{gt_path}: no ground truth; run match_rcnn_jax.data.convert first")
+def _load_json(path: str, error=ResultsError):
   try:
-    with open(results_path) as f:
-      records = json.load(f)
+    with open(path) as f:
+      return json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise ResultsError(f"{results_path}: cannot read JSON: {e}") from e
-  return score(gt_path, records, results_path)
+    raise error(f"{path}: cannot read JSON: {e}") from e
+
+
+def _gt_file(gt_dir: str, name: str) -> str:
+  path = os.path.join(gt_dir, name)
+  if not os.path.exists(path):
+    raise ResultsError(f"{path}: no ground truth; run match_rcnn_jax.data.convert first")
+  return path
+
+
+def score_retrieval(gt_dir: str, split: str, records: list, path: str = "retrieval") -> dict:
+  """{'top1', ..., 'top20'} of retrieval result records against `<split>_query.json` and
+  `<split>_gallery.json`; image ids must be images of `<split>_coco.json`."""
+  query_gt = _load_json(_gt_file(gt_dir, f"{split}_query.json"))
+  gallery_gt = _load_json(_gt_file(gt_dir, f"{split}_gallery.json"))
+  coco = _load_json(_gt_file(gt_dir, f"{split}_coco.json"))
+  image_ids = {im["id"] for im in coco["images"]}
+  try:
+    retrieval.validate(records, image_ids, path)
+  except retrieval.RetrievalResultsError as e:
+    raise ResultsError(str(e)) from e
+  return {k: round(v, 4) for k, v in retrieval.score(query_gt, gallery_gt, records).items()}
+
+
+def score_file(gt_dir: str, split: str, results_path: str | None,
+               retrieval_path: str | None = None) -> dict:
+  """Scores a result file and / or a retrieval result file of `split`."""
+  metrics = {}
+  if results_path:
+    gt_path = _gt_file(gt_dir, f"{split}_coco.json")
+    metrics.update(score(gt_path, _load_json(results_path), results_path))
+  if retrieval_path:
+    metrics["retrieval"] = score_retrieval(gt_dir, split, _load_json(retrieval_path),
+                                           retrieval_path)
+  return metrics

@@ -101,6 +101,47 @@ class MatchRCNN(nn.Module):
     v = self.embed(self.pool(pyramid, boxes, 7))
     return self.match_logits(v, v)
 
+  def _heads(self, pooled14, lm_pooled, pooled7, boxes, classes):
+    """Mask probabilities [N, 28, 28], landmarks [N, 294, 3] and match embeddings [N, D] of N
+    detections from their pooled features."""
+    masks = postprocess.select_class_masks(self.mask_head(pooled14), classes)
+    channels, in_block = postprocess.block_channels(classes)
+    block = self.landmark_head.block_logits(lm_pooled, channels)
+    n, hh, ww, k = block.shape
+    block = jax.image.resize(block, (n, 2 * hh, 2 * ww, k), "bilinear")
+    block = jnp.where(in_block[:, None, None, :], block, -jnp.inf)
+    landmarks = postprocess.decode_landmarks(block, boxes, classes)
+    return masks, landmarks, self.embed(pooled7)
+
+  def _valid_heads(self, inputs, valid, chunk: int):
+    """`_heads` on the valid detections only, `chunk` at a time in a while loop (static
+    shapes, data-dependent trip count): the heads cost what the images hold, not the number
+    of detection slots. Outputs of invalid slots are unspecified (zeros, or the values of
+    the last chunk's filler)."""
+    n = valid.shape[0]
+    pad = -n % chunk
+    order = jnp.argsort(~valid, stable=True)  # valid detections first
+    order = jnp.concatenate([order, jnp.full((pad,), n, order.dtype)])  # pads: row n, dropped
+    count = valid.sum()
+    c = self.config
+    size = 2 * c.mask_head.roi_size
+    init = (jnp.zeros((n + 1, size, size), jnp.float32),
+            jnp.zeros((n + 1, c.landmark_head.num_landmarks, 3), jnp.float32),
+            jnp.zeros((n + 1, c.match_head.dim), jnp.float32))
+    padded = tuple(jnp.concatenate([x, jnp.zeros((1, *x.shape[1:]), x.dtype)]) for x in inputs)
+
+    def cond_fn(mdl, carry):
+      return carry[0] < count
+
+    def body_fn(mdl, carry):
+      start, outs = carry
+      idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
+      new = mdl._heads(*(x[idx] for x in padded))
+      return start + chunk, tuple(o.at[idx].set(v) for o, v in zip(outs, new))
+
+    _, outs = nn.while_loop(cond_fn, body_fn, self, (jnp.zeros((), jnp.int32), init))
+    return tuple(o[:n] for o in outs)
+
   # -- the model ---------------------------------------------------------------------------
 
   def __call__(self, images, targets=None, *, image_sizes=None, train: bool = False):
@@ -208,18 +249,20 @@ class MatchRCNN(nn.Module):
                               score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
                               max_detections=d.per_image, min_size=d.min_size)
     boxes, classes = dets["boxes"], dets["classes"]
+    n = b * boxes.shape[1]
     pooled14 = self.pool(pyramid, boxes, c.mask_head.roi_size)
-    masks = postprocess.select_class_masks(self.mask_head(pooled14), classes)
     lm_pooled = pooled14 if c.landmark_head.roi_size == c.mask_head.roi_size else self.pool(
         pyramid, boxes, c.landmark_head.roi_size)
-    n = b * boxes.shape[1]
-    channels, in_block = postprocess.block_channels(classes.reshape(n))
-    block = self.landmark_head.block_logits(lm_pooled.reshape(n, *lm_pooled.shape[2:]), channels)
-    hh, ww = block.shape[1:3]
-    block = jax.image.resize(block, (n, 2 * hh, 2 * ww, block.shape[-1]), "bilinear")
-    block = jnp.where(in_block[:, None, None, :], block, -jnp.inf)
-    landmarks = postprocess.decode_landmarks(block, boxes.reshape(n, 4), classes.reshape(n))
-    embeddings = self.embed(self.pool(pyramid, boxes, 7))
+    flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
+    inputs = (flat(pooled14), flat(lm_pooled), flat(self.pool(pyramid, boxes, 7)),
+              boxes.reshape(n, 4), classes.reshape(n))
+    chunk = d.get("head_chunk", 0)
+    if chunk and n > chunk:
+      masks, landmarks, embeddings = self._valid_heads(inputs, dets["valid"].reshape(n), chunk)
+    else:
+      masks, landmarks, embeddings = self._heads(*inputs)
+    masks = masks.reshape(b, -1, *masks.shape[1:])
+    embeddings = embeddings.reshape(b, -1, embeddings.shape[-1])
     return {
         **dets,
         "masks": masks,
@@ -247,8 +290,10 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "mask_head": {"channels": 256, "num_convs": 4, "roi_size": 14},
       "landmark_head": {"channels": 512, "num_convs": 8, "roi_size": 14, "num_landmarks": 294},
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256},
+      # head_chunk > 0: the mask / landmark / match heads run on the valid detections only,
+      # that many at a time (0: on every slot at once).
       "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,
-                     "min_size": 1e-2},
+                     "min_size": 1e-2, "head_chunk": 10},
       # Target assignment and sampling in training (torchvision / Detectron defaults).
       "train": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
                 "rpn_positive_fraction": 0.5, "rois_per_image": 512,

@@ -163,5 +163,10 @@ def train(config, workdir: str) -> dict:
                                               os.path.join(workdir, "eval"))
       print(f"held-out '{config.data.eval_split}' split:\n" + benchmark.table(metrics_eval),
             flush=True)
-      final.update({f"{task}_{k}": v for task, m in metrics_eval.items() for k, v in m.items()})
+      from match_rcnn_jax import predict
+      png = os.path.join(workdir, "eval", "predictions.png")
+      predict.save_split_predictions(config, model, variables, config.data.eval_split, png)
+      print(f"predictions on held-out images drawn in {png}", flush=True)
+      final.update({f"{task}_{k}": v for task, m in metrics_eval.items() if task != "subsets"
+                    for k, v in m.items()})
   return final
