@@ -2,7 +2,7 @@
 embeddings) at a given size, with its compile time.
 
     python benchmarks/model_forward.py [--size 512] [--batch 1] [--depth 50] [--runs 5]
-        [--json OUT.json]
+        [--head_chunk N] [--json OUT.json]
 
 Prints the compile time of the jitted inference and the median of `--runs` timed calls.
 """
@@ -26,10 +26,14 @@ def main():
   parser.add_argument("--depth", default="50")
   parser.add_argument("--runs", type=int, default=5)
   parser.add_argument("--detections", type=int, default=100, help="detections per image")
+  parser.add_argument("--head_chunk", type=int, default=None,
+                      help="config.model.detections.head_chunk (0: heads on every slot)")
   parser.add_argument("--json", default="")
   args = parser.parse_args()
   cfg = match_rcnn.model_config(depth=args.depth)
   cfg.detections.per_image = args.detections
+  if args.head_chunk is not None:
+    cfg.detections.head_chunk = args.head_chunk
   model = match_rcnn.build(cfg)
   variables = match_rcnn.init(model, jax.random.PRNGKey(0), (64, 64))
   infer = jax.jit(lambda v, x: model.apply(v, x))
@@ -46,7 +50,7 @@ def main():
   device = jax.devices()[0]
   result = {"device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} cores)",
             "size": args.size, "batch": args.batch, "depth": args.depth,
-            "detections": args.detections,
+            "detections": args.detections, "head_chunk": cfg.detections.head_chunk,
             "compile_s": round(compile_s, 2),
             "forward_s_median": round(statistics.median(times), 3),
             "forward_s_all": [round(t, 3) for t in times]}

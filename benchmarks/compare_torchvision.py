@@ -1,0 +1,373 @@
+"""Match R-CNN (ours, JAX) against torchvision's Mask R-CNN + 294-keypoint head, side by side.
+
+    python benchmarks/compare_torchvision.py [--config configs/bench_cpu.py] [--json OUT.json]
+
+One run, one machine, the same synthetic inputs (images, garments with boxes, masks and
+landmarks) on both sides, at the same image size, batch, proposal and RoI counts:
+  * ours: the full jitted train step (forward, the five losses + the RPN losses, backward, SGD
+    update) and jitted inference (detections, masks, landmarks, match embeddings);
+  * torchvision: `MaskRCNN` R50-FPN (FrozenBatchNorm, 3 trainable backbone stages, as with
+    pretrained weights; the same freezing on our side) with a 294-keypoint head added to its
+    RoIHeads, train step = forward + backward + SGD step, and `eval()` inference.
+Each side runs in its own process (so its peak memory is its own); each timing is the median
+of `runs` calls after a warm-up. Reported: seconds per step / per image, the ratios torchvision
+/ ours (> 1: ours is faster), our compile times, the peak RSS of each process, and our FLOPs
+per image from XLA's cost analysis with the FLOP/s they imply.
+
+JSON (`--json`): {"device", "config", "ours": {"train_step_s", "infer_s", "compile_s",
+"infer_compile_s", "peak_rss_mb", "flops_per_image", "train_flops_per_image",
+"infer_flop_per_s", ...}, "torchvision": {"train_step_s", "infer_s", "peak_rss_mb"},
+"speedup": {"train", "infer"}}; `infer_s` is per image, `train_step_s` per step of
+`train_images` images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+NUM_CLASSES = 14
+NUM_LANDMARKS = 294
+
+
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def synthetic_inputs(cfg, n: int, seed: int = 0) -> dict:
+  """`n` images [n, S, S, 3] in [0, 1] with `garments_per_image` garments each: boxes [n, G, 4]
+  (x1, y1, x2, y2), classes [n, G] (1..13), full-image masks [n, G, S, S] (ellipses), landmarks
+  [n, G, 294, 3] (the class's block visible, inside the box) and styles [n, G] (1..G)."""
+  from match_rcnn_jax.data import schema
+  rng = np.random.default_rng(seed)
+  s, g = cfg.image_size, cfg.garments_per_image
+  images = rng.uniform(0.0, 1.0, (n, s, s, 3)).astype(np.float32) * 0.3
+  boxes = np.zeros((n, g, 4), np.float32)
+  classes = rng.integers(1, NUM_CLASSES, (n, g)).astype(np.int32)
+  masks = np.zeros((n, g, s, s), np.uint8)
+  landmarks = np.zeros((n, g, NUM_LANDMARKS, 3), np.float32)
+  yy, xx = np.mgrid[0:s, 0:s] + 0.5
+  for i in range(n):
+    for j in range(g):
+      w, h = rng.uniform(0.2, 0.5, 2) * s
+      x1, y1 = rng.uniform(0, s - w), rng.uniform(0, s - h)
+      boxes[i, j] = [x1, y1, x1 + w, y1 + h]
+      inside = ((xx - x1 - w / 2) / (w / 2)) ** 2 + ((yy - y1 - h / 2) / (h / 2)) ** 2 <= 1
+      masks[i, j] = inside
+      images[i][inside] = rng.uniform(0.2, 1.0, 3)
+      cat = schema.CATEGORY_BY_ID[int(classes[i, j])]
+      pts = rng.uniform([x1 + 1, y1 + 1], [x1 + w - 1, y1 + h - 1], (cat.num_landmarks, 2))
+      landmarks[i, j, cat.offset:cat.offset + cat.num_landmarks] = np.concatenate(
+          [pts, np.full((cat.num_landmarks, 1), 2.0)], 1)
+  styles = np.tile(np.arange(1, g + 1, dtype=np.int32), (n, 1))
+  return {"images": images, "boxes": boxes, "classes": classes, "masks": masks,
+          "landmarks": landmarks, "styles": styles}
+
+
+def _median(fn, runs: int) -> tuple[float, list[float]]:
+  fn()  # warm-up
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), times
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------- ours
+
+
+def _our_model_config(cfg):
+  from match_rcnn_jax.models import match_rcnn
+  m = match_rcnn.model_config(depth=cfg.depth)
+  m.dtype = cfg.dtype
+  m.rpn.pre_nms_top_k_train, m.rpn.post_nms_top_k_train = (cfg.rpn_pre_nms_train,
+                                                           cfg.rpn_post_nms_train)
+  m.rpn.pre_nms_top_k_test, m.rpn.post_nms_top_k_test = (cfg.rpn_pre_nms_test,
+                                                         cfg.rpn_post_nms_test)
+  m.train.rois_per_image = cfg.rois_per_image
+  m.train.mask_rois_per_image = m.train.landmark_rois_per_image = min(
+      cfg.rois_per_image // 4, m.train.mask_rois_per_image)
+  m.detections.per_image = cfg.detections
+  m.detections.head_chunk = cfg.head_chunk
+  m.mask_head.channels = cfg.mask_channels
+  m.landmark_head.channels, m.landmark_head.num_convs = (cfg.landmark_channels,
+                                                         cfg.landmark_convs)
+  return m
+
+
+def _mask_crops(masks, boxes, size):
+  """Full masks [G, S, S] -> [G, size, size] crops at the boxes' bin centres (nearest)."""
+  out = np.zeros((len(masks), size, size), np.float32)
+  for j, (m, (x1, y1, x2, y2)) in enumerate(zip(masks, boxes)):
+    xs = np.clip((x1 + (np.arange(size) + 0.5) * (x2 - x1) / size).astype(int), 0,
+                 m.shape[1] - 1)
+    ys = np.clip((y1 + (np.arange(size) + 0.5) * (y2 - y1) / size).astype(int), 0,
+                 m.shape[0] - 1)
+    out[j] = m[np.ix_(ys, xs)]
+  return out
+
+
+def run_ours(cfg) -> dict:
+  import jax
+  import ml_collections
+
+  from match_rcnn_jax.models import match_rcnn
+  from match_rcnn_jax.training import optim
+  from match_rcnn_jax.training import step as step_lib
+
+  model_cfg = _our_model_config(cfg)
+  model = match_rcnn.build(model_cfg)
+  s = cfg.image_size
+  variables = match_rcnn.init(model, jax.random.PRNGKey(0), (s, s))
+  opt = ml_collections.ConfigDict({
+      "name": "sgd", "learning_rate": 0.02, "momentum": 0.9, "weight_decay": 1e-4,
+      "warmup_steps": 0, "warmup_factor": 0.001, "decay_fractions": (), "decay_factor": 0.1,
+      "grad_clip_norm": 0.0, "freeze_backbone": ("conv1", "bn1", "layer1")})
+  tx = optim.make(opt, variables["params"], 1000)
+  state = step_lib.create(variables, tx, jax.random.PRNGKey(1))
+  weights = ml_collections.ConfigDict({k: 1.0 for k in (
+      "rpn_cls", "rpn_box", "cls", "box", "landmark", "mask", "match")})
+  train_step = jax.jit(step_lib.make_train_step(model, tx, weights,
+                                                match_rcnn.DTYPES[cfg.dtype]),
+                       donate_argnums=(0,))
+
+  n = cfg.train_images
+  data = synthetic_inputs(cfg, n)
+  crop = 28
+  info = np.tile(np.array([s, s, 1, 1, s, s], np.float32), (n, 1))
+  flat = {
+      "image": (data["images"] - MEAN) / STD, "image_info": info, "boxes": data["boxes"],
+      "classes": data["classes"], "valid": np.ones(data["classes"].shape, bool),
+      "mask_crops": np.stack([_mask_crops(m, b, crop)
+                              for m, b in zip(data["masks"], data["boxes"])]),
+      "landmarks": data["landmarks"], "styles": data["styles"]}
+  batch = {k: v.reshape(n // 2, 2, *v.shape[1:]) for k, v in flat.items()}
+  batch["pair_match"] = (batch["styles"][:, 0, :, None] == batch["styles"][:, 1, None, :])
+
+  start = time.perf_counter()
+  lowered = train_step.lower(state, batch)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  train_flops = _flops(compiled)
+
+  holder = {"state": state}
+
+  def one_step():
+    holder["state"], metrics = compiled(holder["state"], batch)
+    jax.block_until_ready(metrics)
+
+  train_s, train_all = _median(one_step, cfg.runs)
+
+  infer_n = cfg.infer_images
+  images = ((data["images"][:infer_n] - MEAN) / STD).astype(np.float32)
+  sizes = np.tile(np.array([s, s], np.float32), (infer_n, 1))
+  variables = {"params": holder["state"].params, "batch_stats": holder["state"].batch_stats}
+  infer = jax.jit(lambda v, x, z: model.apply(v, x, image_sizes=z))
+  start = time.perf_counter()
+  infer_compiled = infer.lower(variables, images, sizes).compile()
+  infer_compile_s = time.perf_counter() - start
+  infer_flops = _flops(infer_compiled)
+  infer_s, infer_all = _median(
+      lambda: jax.block_until_ready(infer_compiled(variables, images, sizes)), cfg.runs)
+  dets = float(np.mean(np.asarray(infer_compiled(variables, images, sizes)["valid"]).sum(-1)))
+  per_image = infer_s / infer_n
+  device = jax.devices()[0]
+  return {
+      "device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} cores)",
+      "train_step_s": round(train_s, 4), "train_step_s_all": [round(t, 4) for t in train_all],
+      "infer_s": round(per_image, 4), "infer_s_all": [round(t / infer_n, 4) for t in infer_all],
+      "compile_s": round(compile_s, 2), "infer_compile_s": round(infer_compile_s, 2),
+      "peak_rss_mb": round(_peak_rss_mb(), 1),
+      "detections_per_image": round(dets, 1),  # valid ones; the heads always run on all slots
+      "flops_per_image": infer_flops and round(infer_flops / infer_n),
+      "train_flops_per_image": train_flops and round(train_flops / n),
+      "infer_flop_per_s": infer_flops and round(infer_flops / infer_s),
+      "train_flop_per_s": train_flops and round(train_flops / train_s),
+  }
+
+
+def _flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 - not every backend implements it
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+# ---------------------------------------------------------------------------- torchvision
+
+
+def build_torchvision(cfg):
+  """MaskRCNN (FrozenBatchNorm ResNet-FPN, 3 trainable stages) + a 294-keypoint head."""
+  import torchvision
+  from torchvision.models.detection import MaskRCNN
+  from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+  from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+  from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
+  from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+  from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+
+  resnet = getattr(torchvision.models, f"resnet{cfg.depth}")(weights=None,
+                                                             norm_layer=FrozenBatchNorm2d)
+  backbone = _resnet_fpn_extractor(resnet, trainable_layers=3)
+  s = cfg.image_size
+  mc = cfg.mask_channels
+  model = MaskRCNN(
+      backbone, num_classes=None, min_size=s, max_size=s,
+      box_predictor=FastRCNNPredictor(1024, NUM_CLASSES),
+      rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_train,
+      rpn_post_nms_top_n_train=cfg.rpn_post_nms_train,
+      rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_test,
+      rpn_post_nms_top_n_test=cfg.rpn_post_nms_test,
+      box_batch_size_per_image=cfg.rois_per_image, box_detections_per_img=cfg.detections,
+      mask_head=MaskRCNNHeads(backbone.out_channels, (mc,) * 4, 1),
+      mask_predictor=MaskRCNNPredictor(mc, mc, NUM_CLASSES))
+  heads = model.roi_heads
+  heads.keypoint_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
+  heads.keypoint_head = KeypointRCNNHeads(backbone.out_channels,
+                                          (cfg.landmark_channels,) * cfg.landmark_convs)
+  heads.keypoint_predictor = KeypointRCNNPredictor(cfg.landmark_channels, NUM_LANDMARKS)
+  return model
+
+
+def run_torchvision(cfg) -> dict:
+  import torch
+  if cfg.threads:
+    torch.set_num_threads(cfg.threads)
+  torch.manual_seed(0)
+  model = build_torchvision(cfg)
+  data = synthetic_inputs(cfg, cfg.train_images)
+  images = [torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in data["images"]]
+  targets = [{"boxes": torch.from_numpy(data["boxes"][i]),
+              "labels": torch.from_numpy(data["classes"][i]).long(),
+              "masks": torch.from_numpy(data["masks"][i]),
+              "keypoints": torch.from_numpy(data["landmarks"][i])}
+             for i in range(cfg.train_images)]
+  params = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+  model.train()
+
+  def one_step():
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+  train_s, train_all = _median(one_step, cfg.runs)
+  model.eval()
+  infer_n = cfg.infer_images
+  infer_images = images[:infer_n]
+
+  found = []
+
+  def infer():
+    with torch.no_grad():
+      found[:] = [len(o["boxes"]) for o in model(infer_images)]
+
+  infer_s, infer_all = _median(infer, cfg.runs)
+  return {"train_step_s": round(train_s, 4), "train_step_s_all": [round(t, 4) for t in train_all],
+          "infer_s": round(infer_s / infer_n, 4),
+          "infer_s_all": [round(t / infer_n, 4) for t in infer_all],
+          "peak_rss_mb": round(_peak_rss_mb(), 1), "threads": torch.get_num_threads(),
+          "detections_per_image": round(float(np.mean(found)), 1),
+          "torch": torch.__version__}
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def _side(name: str, config_path: str) -> dict:
+  """Runs one side in a fresh process and returns its JSON."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "side.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--config", config_path, "--side", name,
+           "--side_out", out]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+      raise RuntimeError(f"the {name} side failed:\n{res.stderr[-4000:]}")
+    with open(out) as f:
+      return json.load(f)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "bench_cpu.py"))
+  parser.add_argument("--json", default="")
+  parser.add_argument("--side", choices=("ours", "torchvision"), help=argparse.SUPPRESS)
+  parser.add_argument("--side_out", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  cfg = load_config(args.config)
+  if cfg.train_images % 2:
+    parser.error("train_images must be even: our train step takes (shop, user) pairs")
+  if args.side:
+    result = run_ours(cfg) if args.side == "ours" else run_torchvision(cfg)
+    with open(args.side_out, "w") as f:
+      json.dump(result, f)
+    return 0
+
+  torchvision_result = _side("torchvision", args.config)
+  ours = _side("ours", args.config)
+  result = {
+      "device": ours.pop("device"),
+      "config": cfg.to_dict(),
+      "ours": ours,
+      "torchvision": torchvision_result,
+      "speedup": {"train": round(torchvision_result["train_step_s"] / ours["train_step_s"], 3),
+                  "infer": round(torchvision_result["infer_s"] / ours["infer_s"], 3)},
+  }
+  s = cfg.image_size
+  gf = lambda v: f"{v / 1e9:.1f}" if v else "n/a"  # noqa: E731
+  print(f"R{cfg.depth}-FPN Match R-CNN vs torchvision Mask R-CNN + 294-keypoint head, "
+        f"{s}x{s}, on {result['device']}\n"
+        f"{'':<26}{'ours':>12}{'torchvision':>14}{'speedup':>10}\n"
+        f"{'train step (s, ' + str(cfg.train_images) + ' img)':<26}"
+        f"{ours['train_step_s']:>12.3f}{torchvision_result['train_step_s']:>14.3f}"
+        f"{result['speedup']['train']:>9.2f}x\n"
+        f"{'inference (s / img)':<26}{ours['infer_s']:>12.3f}"
+        f"{torchvision_result['infer_s']:>14.3f}{result['speedup']['infer']:>9.2f}x\n"
+        f"{'peak RSS (MB)':<26}{ours['peak_rss_mb']:>12.0f}"
+        f"{torchvision_result['peak_rss_mb']:>14.0f}\n"
+        f"{'detections / image':<26}{ours['detections_per_image']:>12.1f}"
+        f"{torchvision_result['detections_per_image']:>14.1f}\n"
+        f"ours: compile train step {ours['compile_s']:.1f} s, inference "
+        f"{ours['infer_compile_s']:.1f} s; GFLOPs / image: inference "
+        f"{gf(ours['flops_per_image'])}, train {gf(ours['train_flops_per_image'])}; achieved "
+        f"GFLOP/s: inference {gf(ours['infer_flop_per_s'])}, train "
+        f"{gf(ours['train_flop_per_s'])}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""Side-by-side benchmark against torchvision on a CPU: R50-FPN at 512 x 512.
+
+    python benchmarks/compare_torchvision.py --config configs/bench_cpu.py --json OUT.json
+
+Training steps take one (shop, user) pair (2 images: the match loss needs a pair), inference
+one image. Proposal and RoI counts are torchvision's defaults, on both sides.
+"""
+
+import ml_collections
+
+
+def get_config():
+  return ml_collections.ConfigDict({
+      "depth": "50",  # ResNet depth, both sides ("18" or "50")
+      "image_size": 512,
+      "train_images": 2,
+      "infer_images": 1,
+      "garments_per_image": 3,
+      "rpn_pre_nms_train": 2000, "rpn_post_nms_train": 2000,
+      "rpn_pre_nms_test": 1000, "rpn_post_nms_test": 1000,
+      "rois_per_image": 512,
+      "detections": 100,
+      "head_chunk": 10,  # ours: heads on the valid detections, 10 at a time (0: every slot)
+      "mask_channels": 256, "landmark_channels": 512, "landmark_convs": 8,
+      "dtype": "float32",  # ours; torchvision runs float32 on the CPU
+      "runs": 5,  # timed runs after one warm-up
+      "threads": 0,  # torch intra-op threads (0: torch's default)
+  })
