@@ -62,19 +62,12 @@ def _model_variables(config, workdir, step):
 
 def progress_bar(config):
   """A tqdm bar over the evaluation split's images; returns its update function."""
-  import json as json_lib
-
   from tqdm import tqdm
+
+  from match_rcnn_jax.data import tfrecords
   split = config.data.eval_split
-  total = None
-  info = os.path.join(config.data.dir, "tfrecords", split, "dataset_info.json")
-  try:
-    with open(info) as f:
-      total = sum(int(n) for s in json_lib.load(f).get("splits", [])
-                  for n in s.get("shardLengths", []))
-  except (OSError, ValueError):
-    pass
-  bar = tqdm(total=total or None, desc=f"inference on '{split}'", unit="img")
+  total = tfrecords.load_builder(config.data.dir, split).info.splits[split].num_examples
+  bar = tqdm(total=total, desc=f"inference on '{split}'", unit="img")
   return bar.update
 
 

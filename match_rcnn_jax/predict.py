@@ -103,26 +103,20 @@ class Predictor:
     return out
 
   def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
-    from pycocotools import mask as mask_utils
-
     from match_rcnn_jax.evaluation import results
     per_image = []
     for out, info in self.raw(images):
       h, w, sy, sx = (float(v) for v in info[:4])
-      scale = np.array([sx, sy, sx, sy], np.float32)
       dets = []
       for k in np.nonzero(out["valid"] & (out["scores"] >= self.score_threshold))[0]:
         cat = schema.CATEGORY_BY_ID[int(out["classes"][k])]
-        box = np.clip(out["boxes"][k] / scale, 0, [w, h, w, h])
-        m = results.paste_mask(out["masks"][k], box, int(h), int(w))
-        rle = mask_utils.encode(np.asfortranarray(m))
+        box = results.original_boxes(out["boxes"][k], info)
         lm = out["landmarks"][k, cat.offset:cat.offset + cat.num_landmarks]
         dets.append({
             "category_id": cat.id, "category_name": cat.name, "score": float(out["scores"][k]),
             "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
                      float(box[3] - box[1])],
-            "segmentation": {"size": [int(v) for v in rle["size"]],
-                             "counts": rle["counts"].decode("ascii")},
+            "segmentation": results.mask_rle(out["masks"][k], box, int(h), int(w)),
             "landmarks": [[float(x / sx), float(y / sy), float(s)] for x, y, s in lm],
             "embedding": np.asarray(out["embeddings"][k], np.float32),
         })
@@ -181,9 +175,9 @@ def save_split_predictions(config, model, variables, split: str, path: str, coun
   return dets
 
 
-def public(detections: list[dict]) -> list[dict]:
-  """Detections without their embeddings (the JSON form)."""
-  return [{k: v for k, v in d.items() if k != "embedding"} for d in detections]
+def public(detection: dict) -> dict:
+  """A detection without its embedding (the JSON form)."""
+  return {k: v for k, v in detection.items() if k != "embedding"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
   for path, image, dets in zip(args.images, images, predictor(images)):
     stem = os.path.splitext(os.path.basename(path))[0]
     with open(os.path.join(args.output_dir, stem + ".json"), "w") as f:
-      json.dump(public(dets), f)
+      json.dump([public(d) for d in dets], f)
     draw(image, dets).save(os.path.join(args.output_dir, stem + ".png"))
     names = ", ".join(f"{d['category_name']} {d['score']:.2f}" for d in dets) or "nothing"
     print(f"{path}: {names}")

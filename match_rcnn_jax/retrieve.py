@@ -38,7 +38,7 @@ class Index:
       chunk = paths[start:start + 64]
       for path, dets in zip(chunk, predictor([predict.read_image(p) for p in chunk])):
         for d in dets:
-          self.items.append({"image": path, **predict.public([d])[0]})
+          self.items.append({"image": path, **predict.public(d)})
           embs.append(d["embedding"])
     dim = predictor.config.model.match_head.dim
     self.embeddings = np.stack(embs) if embs else np.zeros((0, dim), np.float32)
@@ -47,7 +47,7 @@ class Index:
 def search(index: Index, detections: list[dict], similarity_params, top_k: int) -> list[dict]:
   """Each query detection with its `top_k` gallery matches, best first."""
   if not detections or not index.items:
-    return [{**predict.public([d])[0], "matches": []} for d in detections]
+    return [{**predict.public(d), "matches": []} for d in detections]
   w, b = retrieval.similarity_vector(similarity_params)
   idx, logits = retrieval.rank(np.stack([d["embedding"] for d in detections]),
                                index.embeddings, w, b, k=top_k)
@@ -57,7 +57,7 @@ def search(index: Index, detections: list[dict], similarity_params, top_k: int) 
                 "category_name": index.items[i]["category_name"],
                 "match_probability": float(retrieval.sigmoid(v))}
                for i, v in zip(row, vals) if i >= 0]
-    out.append({**predict.public([d])[0], "matches": matches})
+    out.append({**predict.public(d), "matches": matches})
   return out
 
 

@@ -7,9 +7,20 @@ the original image; one record serves the box, mask and landmark evaluations ali
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+
+class ResultsError(ValueError):
+  """A malformed result file (the message names the file and the record)."""
+
+
+def is_number(v) -> bool:
+  """A finite int or float (not a bool): what every numeric field of a result record must be."""
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def paste_mask(prob: np.ndarray, box, height: int, width: int) -> np.ndarray:
@@ -28,6 +39,19 @@ def paste_mask(prob: np.ndarray, box, height: int, width: int) -> np.ndarray:
   return out
 
 
+def mask_rle(prob: np.ndarray, box, height: int, width: int) -> dict:
+  """`paste_mask` as a JSON-ready COCO RLE {'size': [h, w], 'counts': str}."""
+  rle = mask_utils.encode(np.asfortranarray(paste_mask(prob, box, height, width)))
+  return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def original_boxes(boxes: np.ndarray, info) -> np.ndarray:
+  """Canvas boxes [..., 4] -> boxes in the original image's pixels (clipped to it), given the
+  image's `image_info` (original h, w, y scale, x scale, ...)."""
+  h, w, sy, sx = (float(v) for v in info[:4])
+  return np.clip(boxes / np.array([sx, sy, sx, sy], np.float32), 0, [w, h, w, h])
+
+
 def to_records(outputs: dict, image_ids, image_info, with_masks: bool = True,
                with_landmarks: bool = True) -> list[dict]:
   """Result records of a batch.
@@ -39,19 +63,14 @@ def to_records(outputs: dict, image_ids, image_info, with_masks: bool = True,
   records = []
   for b, image_id in enumerate(image_ids):
     h, w, sy, sx = (float(v) for v in image_info[b, :4])
-    scale = np.array([sx, sy, sx, sy], np.float32)
     for k in np.nonzero(outputs["valid"][b])[0]:
-      box = outputs["boxes"][b, k] / scale
-      box = np.clip(box, 0, [w, h, w, h])
+      box = original_boxes(outputs["boxes"][b, k], image_info[b])
       rec = {"image_id": int(image_id), "category_id": int(outputs["classes"][b, k]),
              "score": float(outputs["scores"][b, k]),
              "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
                       float(box[3] - box[1])]}
       if with_masks:
-        m = paste_mask(outputs["masks"][b, k], box, int(h), int(w))
-        rle = mask_utils.encode(np.asfortranarray(m))
-        rle["counts"] = rle["counts"].decode("ascii")
-        rec["segmentation"] = rle
+        rec["segmentation"] = mask_rle(outputs["masks"][b, k], box, int(h), int(w))
       if with_landmarks:
         lm = outputs["landmarks"][b, k].astype(np.float64).copy()
         lm[:, 0] /= sx

@@ -26,7 +26,6 @@ by `score` on the official file formats:
 from __future__ import annotations
 
 import functools
-import math
 from collections import defaultdict
 
 import jax
@@ -34,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from match_rcnn_jax.data import schema
+from match_rcnn_jax.evaluation.results import ResultsError
+from match_rcnn_jax.evaluation.results import is_number as _number
 
 TOP_K = (1, 5, 10, 15, 20)
 NUM_RANKED = 20  # gallery entries per query in a result record
@@ -114,12 +115,8 @@ def sigmoid(x):
 # ---------------------------------------------------------------------------- protocol
 
 
-class RetrievalResultsError(ValueError):
+class RetrievalResultsError(ResultsError):
   """A malformed retrieval result file."""
-
-
-def _number(v) -> bool:
-  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _box(v) -> bool:

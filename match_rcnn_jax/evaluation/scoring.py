@@ -14,24 +14,17 @@ support is left out.
 from __future__ import annotations
 
 import json
-import math
 import os
 
 from match_rcnn_jax.data import schema
 from match_rcnn_jax.evaluation import coco_metrics, retrieval
+from match_rcnn_jax.evaluation.results import ResultsError
+from match_rcnn_jax.evaluation.results import is_number as _number
 
 TASKS = (("bbox", "bbox", True), ("segm", "segm", True), ("landmarks_vis", "keypoints", True),
          ("landmarks_vis_occ", "keypoints", False))
 SUBSET_TASKS = ("bbox", "segm", "landmarks_vis")
 _KEYS = ("AP", "AP50", "AP75")
-
-
-class ResultsError(ValueError):
-  """A malformed result file."""
-
-
-def _number(v) -> bool:
-  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(records, image_ids: set, path: str) -> None:
@@ -88,12 +81,12 @@ def score(gt_path: str, records: list, path: str = "results", subsets: bool = Tr
   return metrics
 
 
-def _load_json(path: str, error=ResultsError):
+def _load_json(path: str):
   try:
     with open(path) as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise error(f"{path}: cannot read JSON: {e}") from e
+    raise ResultsError(f"{path}: cannot read JSON: {e}") from e
 
 
 def _gt_file(gt_dir: str, name: str) -> str:
@@ -110,10 +103,7 @@ def score_retrieval(gt_dir: str, split: str, records: list, path: str = "retriev
   gallery_gt = _load_json(_gt_file(gt_dir, f"{split}_gallery.json"))
   coco = _load_json(_gt_file(gt_dir, f"{split}_coco.json"))
   image_ids = {im["id"] for im in coco["images"]}
-  try:
-    retrieval.validate(records, image_ids, path)
-  except retrieval.RetrievalResultsError as e:
-    raise ResultsError(str(e)) from e
+  retrieval.validate(records, image_ids, path)
   return {k: round(v, 4) for k, v in retrieval.score(query_gt, gallery_gt, records).items()}
 
 

@@ -151,9 +151,12 @@ class LandmarkHead(nn.Module):
     return x
 
   def block_logits(self, x, channels):
-    """Low-resolution logits [N, 2S, 2S, K] of the landmark channels [N, K] of each RoI
-    (x [N, S, S, C]): the deconv is evaluated for those channels only."""
-    return self.kps_score_lowres(self.features(x), channels).astype(jnp.float32)
+    """Heatmap logits [N, 4S, 4S, K] of the landmark channels [N, K] of each RoI
+    (x [N, S, S, C]): the deconv is evaluated for those channels only, then upsampled x2
+    (bilinear) as in `__call__`."""
+    y = self.kps_score_lowres(self.features(x), channels).astype(jnp.float32)
+    n, h, w, k = y.shape
+    return jax.image.resize(y, (n, 2 * h, 2 * w, k), "bilinear")
 
   def __call__(self, x):
     """x [..., S, S, C] -> heatmap logits [..., 4S, 4S, num_landmarks]."""

@@ -107,8 +107,6 @@ class MatchRCNN(nn.Module):
     masks = postprocess.select_class_masks(self.mask_head(pooled14), classes)
     channels, in_block = postprocess.block_channels(classes)
     block = self.landmark_head.block_logits(lm_pooled, channels)
-    n, hh, ww, k = block.shape
-    block = jax.image.resize(block, (n, 2 * hh, 2 * ww, k), "bilinear")
     block = jnp.where(in_block[:, None, None, :], block, -jnp.inf)
     landmarks = postprocess.decode_landmarks(block, boxes, classes)
     return masks, landmarks, self.embed(pooled7)
@@ -208,14 +206,12 @@ class MatchRCNN(nn.Module):
     channels, _ = postprocess.block_channels(flat_cls)
     pooled_l = self.pool(pyramid, l_rois, c.landmark_head.roi_size)
     block = self.landmark_head.block_logits(pooled_l.reshape(-1, *pooled_l.shape[2:]), channels)
-    hh, ww = block.shape[1:3]
-    block = jax.image.resize(block, (block.shape[0], 2 * hh, 2 * ww, block.shape[-1]),
-                             "bilinear")
-    out["landmark_logits"] = block.reshape(n, kl, 4 * hh * ww, block.shape[-1])
+    heatmap = block.shape[1]  # 4 x the RoI size: 56
+    out["landmark_logits"] = block.reshape(n, kl, -1, block.shape[-1])
     gt_lm = jnp.take_along_axis(targets["landmarks"], l_matched[..., None, None], axis=1)
     # The category block of each RoI's landmarks [N, K, 39, 3] (zeros past the count).
     lm_block = postprocess.gather_block(gt_lm.reshape(n * kl, -1, 3), flat_cls)
-    index, valid = jax.vmap(lambda r, lm: tgt.landmark_targets(r, lm, 2 * hh))(
+    index, valid = jax.vmap(lambda r, lm: tgt.landmark_targets(r, lm, heatmap))(
         l_rois, lm_block.reshape(n, kl, -1, 3))
     out["landmark_targets"] = index
     out["landmark_valid"] = valid & l_fg[..., None]

@@ -147,10 +147,10 @@ def train(config, workdir: str) -> dict:
     if done % config.train.checkpoint_every == 0 or done in (total, stop):
       checkpoints.save(mngr, done, state)
   mngr.close()
+  final = {k: float(v) for k, v in jax.device_get(metrics).items()}
   if stop < total:
     print(f"stopped at step {stop} of {total} (train.stop_at); run again to resume", flush=True)
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
-  final = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    return final
   if jax.process_index() == 0:
     export(workdir, state, config)
     with open(os.path.join(workdir, "train_history.json"), "w") as f:
