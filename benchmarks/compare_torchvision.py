@@ -114,6 +114,7 @@ def _our_model_config(cfg):
       cfg.rois_per_image // 4, m.train.mask_rois_per_image)
   m.detections.per_image = cfg.detections
   m.detections.head_chunk = cfg.head_chunk
+  m.train.head_chunk = cfg.get("train_head_chunk", m.train.head_chunk)
   m.mask_head.channels = cfg.mask_channels
   m.landmark_head.channels, m.landmark_head.num_convs = (cfg.landmark_channels,
                                                          cfg.landmark_convs)
@@ -168,6 +169,7 @@ def run_ours(cfg) -> dict:
       "landmarks": data["landmarks"], "styles": data["styles"]}
   batch = {k: v.reshape(n // 2, 2, *v.shape[1:]) for k, v in flat.items()}
   batch["pair_match"] = (batch["styles"][:, 0, :, None] == batch["styles"][:, 1, None, :])
+  batch = jax.device_put(batch)  # device-resident: the step times exclude host transfers
 
   start = time.perf_counter()
   lowered = train_step.lower(state, batch)
@@ -184,8 +186,8 @@ def run_ours(cfg) -> dict:
   train_s, train_all = _median(one_step, cfg.runs)
 
   infer_n = cfg.infer_images
-  images = ((data["images"][:infer_n] - MEAN) / STD).astype(np.float32)
-  sizes = np.tile(np.array([s, s], np.float32), (infer_n, 1))
+  images = jax.device_put(((data["images"][:infer_n] - MEAN) / STD).astype(np.float32))
+  sizes = jax.device_put(np.tile(np.array([s, s], np.float32), (infer_n, 1)))
   variables = {"params": holder["state"].params, "batch_stats": holder["state"].batch_stats}
   infer = jax.jit(lambda v, x, z: model.apply(v, x, image_sizes=z))
   start = time.perf_counter()
@@ -197,13 +199,20 @@ def run_ours(cfg) -> dict:
   dets = float(np.mean(np.asarray(infer_compiled(variables, images, sizes)["valid"]).sum(-1)))
   per_image = infer_s / infer_n
   device = jax.devices()[0]
+  try:
+    peak_device = (device.memory_stats() or {}).get("peak_bytes_in_use")
+  except Exception:  # noqa: BLE001 - the CPU backend has no memory stats
+    peak_device = None
   return {
       "device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} cores)",
       "train_step_s": round(train_s, 4), "train_step_s_all": [round(t, 4) for t in train_all],
+      "train_images_per_s": round(n / train_s, 2),
       "infer_s": round(per_image, 4), "infer_s_all": [round(t / infer_n, 4) for t in infer_all],
+      "infer_images_per_s": round(infer_n / infer_s, 2),
       "compile_s": round(compile_s, 2), "infer_compile_s": round(infer_compile_s, 2),
       "peak_rss_mb": round(_peak_rss_mb(), 1),
-      "detections_per_image": round(dets, 1),  # valid ones; the heads always run on all slots
+      "peak_device_mb": peak_device and round(peak_device / 2**20, 1),
+      "detections_per_image": round(dets, 1),  # valid ones
       "flops_per_image": infer_flops and round(infer_flops / infer_n),
       "train_flops_per_image": train_flops and round(train_flops / n),
       "infer_flop_per_s": infer_flops and round(infer_flops / infer_s),
@@ -259,28 +268,43 @@ def build_torchvision(cfg):
 
 
 def run_torchvision(cfg) -> dict:
+  import contextlib
+
   import torch
   if cfg.threads:
     torch.set_num_threads(cfg.threads)
   torch.manual_seed(0)
-  model = build_torchvision(cfg)
+  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  model = build_torchvision(cfg).to(dev)
   data = synthetic_inputs(cfg, cfg.train_images)
-  images = [torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in data["images"]]
-  targets = [{"boxes": torch.from_numpy(data["boxes"][i]),
-              "labels": torch.from_numpy(data["classes"][i]).long(),
-              "masks": torch.from_numpy(data["masks"][i]),
-              "keypoints": torch.from_numpy(data["landmarks"][i])}
+  images = [torch.from_numpy(im).permute(2, 0, 1).contiguous().to(dev) for im in data["images"]]
+  targets = [{"boxes": torch.from_numpy(data["boxes"][i]).to(dev),
+              "labels": torch.from_numpy(data["classes"][i]).long().to(dev),
+              "masks": torch.from_numpy(data["masks"][i]).to(dev),
+              "keypoints": torch.from_numpy(data["landmarks"][i]).to(dev)}
              for i in range(cfg.train_images)]
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
   model.train()
+  amp = cfg.get("amp", False)
+
+  def autocast():
+    if not amp:
+      return contextlib.nullcontext()
+    return torch.autocast(dev, dtype=torch.bfloat16)
+
+  def sync():
+    if dev == "cuda":
+      torch.cuda.synchronize()
 
   def one_step():
-    losses = model(images, targets)
-    loss = sum(losses.values())
+    with autocast():
+      losses = model(images, targets)
+      loss = sum(losses.values())
     opt.zero_grad()
     loss.backward()
     opt.step()
+    sync()
 
   train_s, train_all = _median(one_step, cfg.runs)
   model.eval()
@@ -290,14 +314,20 @@ def run_torchvision(cfg) -> dict:
   found = []
 
   def infer():
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       found[:] = [len(o["boxes"]) for o in model(infer_images)]
+    sync()
 
   infer_s, infer_all = _median(infer, cfg.runs)
   return {"train_step_s": round(train_s, 4), "train_step_s_all": [round(t, 4) for t in train_all],
+          "train_images_per_s": round(cfg.train_images / train_s, 2),
           "infer_s": round(infer_s / infer_n, 4),
           "infer_s_all": [round(t / infer_n, 4) for t in infer_all],
-          "peak_rss_mb": round(_peak_rss_mb(), 1), "threads": torch.get_num_threads(),
+          "infer_images_per_s": round(infer_n / infer_s, 2),
+          "peak_rss_mb": round(_peak_rss_mb(), 1),
+          "peak_device_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                             if dev == "cuda" else None),
+          "threads": torch.get_num_threads(), "amp": bool(amp), "device": dev,
           "detections_per_image": round(float(np.mean(found)), 1),
           "torch": torch.__version__}
 
@@ -335,6 +365,9 @@ def main(argv=None):
     return 0
 
   torchvision_result = _side("torchvision", args.config)
+  if args.json:  # a partial result first: the torchvision side alone
+    with open(args.json, "w") as f:
+      json.dump({"config": cfg.to_dict(), "torchvision": torchvision_result}, f, indent=1)
   ours = _side("ours", args.config)
   result = {
       "device": ours.pop("device"),
@@ -354,8 +387,14 @@ def main(argv=None):
         f"{result['speedup']['train']:>9.2f}x\n"
         f"{'inference (s / img)':<26}{ours['infer_s']:>12.3f}"
         f"{torchvision_result['infer_s']:>14.3f}{result['speedup']['infer']:>9.2f}x\n"
+        f"{'train images / s':<26}{ours['train_images_per_s']:>12.2f}"
+        f"{torchvision_result['train_images_per_s']:>14.2f}\n"
+        f"{'inference images / s':<26}{ours['infer_images_per_s']:>12.2f}"
+        f"{torchvision_result['infer_images_per_s']:>14.2f}\n"
         f"{'peak RSS (MB)':<26}{ours['peak_rss_mb']:>12.0f}"
         f"{torchvision_result['peak_rss_mb']:>14.0f}\n"
+        f"{'peak device memory (MB)':<26}{ours['peak_device_mb'] or 0:>12.0f}"
+        f"{torchvision_result['peak_device_mb'] or 0:>14.0f}\n"
         f"{'detections / image':<26}{ours['detections_per_image']:>12.1f}"
         f"{torchvision_result['detections_per_image']:>14.1f}\n"
         f"ours: compile train step {ours['compile_s']:.1f} s, inference "

@@ -4,6 +4,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -105,6 +106,54 @@ def test_training_forward_shapes(tiny_model):
   assert int(out["rpn_sampled"].sum(1).max()) <= t.rpn_batch_per_image
   # GT boxes are appended to the proposals, so every image has foreground RoIs.
   assert bool(out["roi_is_fg"].any(1).all())
+
+
+def test_foreground_chunked_heads_match_every_slot(tiny_model):
+  """The training heads run chunk by chunk on the foreground RoIs only (skipping the rest);
+  losses and gradients are those of the heads on every RoI slot."""
+  from match_rcnn_jax.training import losses as losses_lib
+  cfg, _, variables, _, _ = tiny_model
+  n, m = 2, 3
+  rng = np.random.default_rng(1)
+  xy = rng.uniform(0, 60, (n, m, 2))
+  boxes = np.concatenate([xy, xy + rng.uniform(30, 60, (n, m, 2))], -1)
+  landmarks = np.zeros((n, m, 294, 3), np.float32)
+  landmarks[..., :2] = xy[:, :, None] + rng.uniform(0, 30, (n, m, 294, 2))
+  landmarks[..., 2] = 2.0
+  targets = {
+      "boxes": jnp.asarray(boxes, jnp.float32),
+      "classes": jnp.asarray(rng.integers(1, 14, (n, m))),
+      "valid": jnp.ones((n, m), bool),
+      "mask_crops": jnp.asarray(rng.uniform(0, 1, (n, m, 16, 16)) > 0.5, jnp.float32),
+      "landmarks": jnp.asarray(landmarks),
+  }
+  images = jax.random.normal(jax.random.PRNGKey(2), (n, 128, 128, 3))
+  weights = ml_collections.ConfigDict({k: 1.0 for k in (
+      "rpn_cls", "rpn_box", "cls", "box", "landmark", "mask", "match")})
+  results = []
+  for chunk in (0, 4):
+    mc = ml_collections.ConfigDict(cfg.to_dict())
+    mc.train.head_chunk = chunk
+    model = match_rcnn.build(mc)
+
+    def loss(params, model=model):
+      out, _ = model.apply({**variables, "params": params}, images, targets, train=True,
+                           rngs={"sampling": jax.random.PRNGKey(0)}, mutable=["batch_stats"])
+      losses = losses_lib.compute(out, weights)
+      return losses["loss"], (losses, out["mask_valid"].sum())
+    (_, (losses, fg)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables["params"])
+    results.append((jax.device_get(losses), jax.device_get(grads), int(fg)))
+  (l0, g0, fg0), (l1, g1, fg1) = results
+  assert fg0 == fg1 and 0 < fg1 < n * cfg.train.mask_rois_per_image  # some slots are skipped
+  assert l1["loss_mask"] > 0 and l1["loss_landmark"] > 0
+  for k in l0:
+    np.testing.assert_allclose(l1[k], l0[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  for path, a in jax.tree_util.tree_leaves_with_path(g0):
+    b = functools.reduce(lambda d, key: d[key.key], path, g1)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  heads_grad = g1["landmark_head"]["kp_fcn1"]["kernel"]
+  assert np.abs(heads_grad).max() > 0
 
 
 @pytest.mark.parametrize("depth,stages", [(18, 64), (34, 64), (50, 256)])

@@ -15,23 +15,25 @@ def _boxes(rng, n, size=100.0, max_wh=40.0):
   return np.concatenate([xy, xy + wh], 1).astype(np.float32)
 
 
-_nms = jax.jit(ops.nms, static_argnames=("iou_threshold", "max_output_size"))
+_nms = jax.jit(ops.nms, static_argnames=("iou_threshold", "max_output_size", "tile"))
 
 
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7, 0.05, 0.95])
-def test_nms_matches_torchvision(thr):
+@pytest.mark.parametrize("tile", [256, 7])
+def test_nms_matches_torchvision(thr, tile):
   rng = np.random.default_rng(int(thr * 100))
-  for _ in range(5):
-    boxes = _boxes(rng, 300)
+  for trial in range(5):
+    # Dense clusters too: long chains of suppression inside one tile.
+    boxes = _boxes(rng, 300, size=100.0 if trial % 2 else 30.0)
     scores = rng.random(300).astype(np.float32)
     ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), thr).numpy()
-    idx, valid = _nms(jnp.asarray(boxes), jnp.asarray(scores), thr, 400)
+    idx, valid = _nms(jnp.asarray(boxes), jnp.asarray(scores), thr, 400, tile=tile)
     idx, valid = np.asarray(idx), np.asarray(valid)
     assert valid.sum() == len(ref)
     np.testing.assert_array_equal(idx[: len(ref)], ref)
     assert not valid[len(ref):].any() and (idx[len(ref):] == 0).all()
-    # Truncated output = the first k of the full greedy result.
-    idx, valid = _nms(jnp.asarray(boxes), jnp.asarray(scores), thr, 10)
+    # Truncated output = the first k of the full greedy result (the cap falls mid-tile).
+    idx, valid = _nms(jnp.asarray(boxes), jnp.asarray(scores), thr, 10, tile=tile)
     np.testing.assert_array_equal(np.asarray(idx), ref[:10])
 
 
@@ -52,8 +54,9 @@ def test_nms_ties_keep_lower_index_first():
     if not suppressed[i]:
       keep.append(i)
       suppressed |= ious[i] > 0.3
-  idx, valid = _nms(jnp.asarray(boxes), jnp.asarray(scores), 0.3, 200)
-  np.testing.assert_array_equal(np.asarray(idx)[np.asarray(valid)], keep)
+  for tile in (256, 16):
+    idx, valid = _nms(jnp.asarray(boxes), jnp.asarray(scores), 0.3, 200, tile=tile)
+    np.testing.assert_array_equal(np.asarray(idx)[np.asarray(valid)], keep)
 
 
 def test_nms_validity_and_batching():

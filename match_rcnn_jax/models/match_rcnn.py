@@ -111,6 +111,42 @@ class MatchRCNN(nn.Module):
     landmarks = postprocess.decode_landmarks(block, boxes, classes)
     return masks, landmarks, self.embed(pooled7)
 
+  def _pure(self, module, method=None):
+    """`module`'s method as a pure function of arrays over its bound parameters, for use
+    inside `jax.lax` control flow (bound Flax modules cannot be called there)."""
+    if self.is_initializing():
+      return getattr(module, method.__name__) if method else module
+    variables = module.variables
+    unbound = module.clone(parent=None)
+    return lambda *args: unbound.apply(variables, *args, method=method)
+
+  def _foreground_chunks(self, fn, inputs, fg, chunk: int):
+    """`fn(*inputs)` evaluated on the rows where `fg`, `chunk` rows at a time: a scan over
+    the rows in foreground-first order whose body skips (lax.cond) every chunk past the last
+    foreground row, so the forward and the backward pass cost what the batch's foreground
+    holds, not the number of RoI slots. Background rows' outputs are zeros (their losses are
+    masked). `chunk` 0, or a module being initialised: `fn` on every row at once."""
+    n = fg.shape[0]
+    if not chunk or n <= chunk or self.is_initializing():
+      return fn(*inputs)
+    pad = -n % chunk
+    steps = (n + pad) // chunk
+    fg = jnp.concatenate([fg, jnp.zeros((pad,), bool)])
+    order = jnp.argsort(~fg, stable=True)  # foreground first
+    inverse = jnp.argsort(order)
+    count = fg.sum()
+    padded = [jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])[order] for x in inputs]
+    xs = [x.reshape(steps, chunk, *x.shape[1:]) for x in padded]
+    shape = jax.eval_shape(fn, *(x[0] for x in xs))
+
+    def body(_, step):
+      i, args = step
+      return None, jax.lax.cond(i * chunk < count, lambda a: fn(*a),
+                                lambda a: jnp.zeros(shape.shape, shape.dtype), args)
+
+    _, ys = jax.lax.scan(body, None, (jnp.arange(steps), xs))
+    return ys.reshape(n + pad, *ys.shape[2:])[inverse][:n]
+
   def _valid_heads(self, inputs, valid, chunk: int):
     """`_heads` on the valid detections only, `chunk` at a time in a while loop (static
     shapes, data-dependent trip count): the heads cost what the images hold, not the number
@@ -190,14 +226,24 @@ class MatchRCNN(nn.Module):
     # Mask and landmark streams on the first (foreground) RoIs.
     def first(k, key):
       return rois[key][:, :k]
+    chunk = t.get("head_chunk", 0)
     km, kl = t.mask_rois_per_image, t.landmark_rois_per_image
     m_rois, m_matched, m_fg = first(km, "rois"), first(km, "matched"), first(km, "is_fg")
     m_classes = first(km, "labels")
-    mask_logits = self.mask_head(self.pool(pyramid, m_rois, c.mask_head.roi_size))
-    onehot = jax.nn.one_hot(m_classes, c.num_classes, dtype=mask_logits.dtype)
-    out["mask_logits"] = jnp.einsum("nkhwc,nkc->nkhw", mask_logits, onehot)
+    pooled_m = self.pool(pyramid, m_rois, c.mask_head.roi_size)
+    mask_head = self._pure(self.mask_head)
+
+    def class_mask_logits(x, cls):
+      logits = mask_head(x)
+      return jnp.einsum("nhwc,nc->nhw", logits, jax.nn.one_hot(cls, c.num_classes,
+                                                               dtype=logits.dtype))
+    mask_logits = self._foreground_chunks(
+        class_mask_logits,
+        (pooled_m.reshape(n * km, *pooled_m.shape[2:]), m_classes.reshape(-1)),
+        m_fg.reshape(-1), chunk)
+    out["mask_logits"] = mask_logits.reshape(n, km, *mask_logits.shape[1:])
     out["mask_targets"] = jax.vmap(lambda r, m, b, cr: tgt.mask_targets(
-        r, m, b, cr, mask_logits.shape[-2]))(m_rois, m_matched, gt_boxes, targets["mask_crops"])
+        r, m, b, cr, mask_logits.shape[-1]))(m_rois, m_matched, gt_boxes, targets["mask_crops"])
     out["mask_valid"] = m_fg
 
     l_rois, l_matched, l_fg = first(kl, "rois"), first(kl, "matched"), first(kl, "is_fg")
@@ -205,8 +251,15 @@ class MatchRCNN(nn.Module):
     flat_cls = l_classes.reshape(-1)
     channels, _ = postprocess.block_channels(flat_cls)
     pooled_l = self.pool(pyramid, l_rois, c.landmark_head.roi_size)
-    block = self.landmark_head.block_logits(pooled_l.reshape(-1, *pooled_l.shape[2:]), channels)
-    heatmap = block.shape[1]  # 4 x the RoI size: 56
+    block_logits = self._pure(self.landmark_head, heads.LandmarkHead.block_logits)
+
+    def flat_block_logits(x, ch):
+      block = block_logits(x, ch)  # [n, 4S, 4S, K]
+      return block.reshape(block.shape[0], -1, block.shape[-1])
+    block = self._foreground_chunks(
+        flat_block_logits, (pooled_l.reshape(-1, *pooled_l.shape[2:]), channels),
+        l_fg.reshape(-1), chunk)
+    heatmap = 4 * c.landmark_head.roi_size  # 56
     out["landmark_logits"] = block.reshape(n, kl, -1, block.shape[-1])
     gt_lm = jnp.take_along_axis(targets["landmarks"], l_matched[..., None, None], axis=1)
     # The category block of each RoI's landmarks [N, K, 39, 3] (zeros past the count).
@@ -294,7 +347,10 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "train": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
                 "rpn_positive_fraction": 0.5, "rois_per_image": 512,
                 "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5, "mask_rois_per_image": 128,
-                "landmark_rois_per_image": 64, "pair_rois_per_image": 8},
+                "landmark_rois_per_image": 64, "pair_rois_per_image": 8,
+                # > 0: the mask and landmark heads run on the foreground RoIs only, that
+                # many at a time (0: on every RoI slot).
+                "head_chunk": 16},
   })
 
 
