@@ -2,7 +2,8 @@
 
 `generate_proposals` follows torchvision's RPN at inference: per level, top-k on objectness
 logits (pre_nms_top_k), decode, clip to the image, drop boxes smaller than `min_size`, NMS per
-level (torchvision's `batched_nms` with level ids: levels never suppress each other), then the
+level (torchvision's `batched_nms` with level ids: levels never suppress each other; every level
+of every image in one vmapped NMS, the smaller levels padded with invalid boxes), then the
 overall top `post_nms_top_k` by score. Every output has a fixed size with a validity mask.
 """
 
@@ -57,9 +58,10 @@ def generate_proposals(logits: Sequence[jnp.ndarray], deltas: Sequence[jnp.ndarr
     boxes [B, post_nms_top_k, 4], scores [B, post_nms_top_k] (sigmoid), valid [B, K] bool; all
     outside the gradient path.
   """
-  all_boxes, all_scores, all_valid = [], [], []
+  level_boxes, level_scores, level_valid = [], [], []
   h = image_sizes[:, 0:1].astype(jnp.float32)
   w = image_sizes[:, 1:2].astype(jnp.float32)
+  top_k = max(min(pre_nms_top_k, lg.shape[1]) for lg in logits)
   for lg, dl, an in zip(logits, deltas, anchors):
     lg, dl = jax.lax.stop_gradient(lg), jax.lax.stop_gradient(dl)
     k = min(pre_nms_top_k, lg.shape[1])
@@ -69,15 +71,20 @@ def generate_proposals(logits: Sequence[jnp.ndarray], deltas: Sequence[jnp.ndarr
     boxes = ops.clip(boxes, h, w)
     valid = ((boxes[..., 2] - boxes[..., 0]) >= min_size) & (
         (boxes[..., 3] - boxes[..., 1]) >= min_size)
-    scores = jax.nn.sigmoid(top)
-    keep, keep_valid = ops.batched_nms(boxes, scores, nms_threshold, min(k, post_nms_top_k),
-                                       valid)
-    all_boxes.append(jnp.take_along_axis(boxes, keep[..., None], axis=1))
-    all_scores.append(jnp.take_along_axis(scores, keep, axis=1))
-    all_valid.append(keep_valid)
-  boxes = jnp.concatenate(all_boxes, 1)
-  scores = jnp.concatenate(all_scores, 1)
-  valid = jnp.concatenate(all_valid, 1)
+    pad = top_k - k  # levels smaller than top_k: padded with invalid boxes
+    level_boxes.append(jnp.pad(boxes, ((0, 0), (0, pad), (0, 0))))
+    level_scores.append(jnp.pad(jax.nn.sigmoid(top), ((0, 0), (0, pad))))
+    level_valid.append(jnp.pad(valid, ((0, 0), (0, pad))))
+  # Every level of every image in one NMS call (one loop, not one per level): [B * L, K].
+  b, n_levels = image_sizes.shape[0], len(logits)
+  boxes = jnp.stack(level_boxes, 1).reshape(b * n_levels, top_k, 4)
+  scores = jnp.stack(level_scores, 1).reshape(b * n_levels, top_k)
+  valid = jnp.stack(level_valid, 1).reshape(b * n_levels, top_k)
+  keep, keep_valid = ops.batched_nms(boxes, scores, nms_threshold, min(top_k, post_nms_top_k),
+                                     valid)
+  boxes = jnp.take_along_axis(boxes, keep[..., None], axis=1).reshape(b, -1, 4)
+  scores = jnp.take_along_axis(scores, keep, axis=1).reshape(b, -1)
+  valid = keep_valid.reshape(b, -1)
   k = min(post_nms_top_k, scores.shape[1])
   _, idx = jax.lax.top_k(jnp.where(valid, scores, -1.0), k)
   out = (jnp.take_along_axis(boxes, idx[..., None], axis=1),

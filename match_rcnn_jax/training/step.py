@@ -48,11 +48,13 @@ def make_train_step(model, tx, loss_weights, dtype=jnp.float32):
                                images.astype(dtype), targets, image_sizes=sizes, train=True,
                                rngs={"sampling": rng}, mutable=["batch_stats"])
     losses = losses_lib.compute(out, loss_weights)
-    return losses["loss"], (losses, updates["batch_stats"])
+    # Foreground RoIs per image: what the mask and landmark heads cost this step.
+    fg = out["roi_is_fg"].sum() / out["roi_is_fg"].shape[0]
+    return losses["loss"], (losses, updates["batch_stats"], fg)
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, (losses, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (losses, batch_stats, fg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, state, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -64,7 +66,7 @@ def make_train_step(model, tx, loss_weights, dtype=jnp.float32):
         opt_state=keep(opt_state, state.opt_state),
         batch_stats=keep(batch_stats, state.batch_stats),
         skipped=state.skipped + (~finite).astype(jnp.int32))
-    metrics = {**losses, "grad_norm": optax.global_norm(grads),
+    metrics = {**losses, "grad_norm": optax.global_norm(grads), "fg_rois": fg.astype(jnp.float32),
                "skipped": new_state.skipped.astype(jnp.float32)}
     return new_state, metrics
 

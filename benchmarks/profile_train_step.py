@@ -1,0 +1,124 @@
+"""Where our train step's time goes, stage by stage, at a benchmark config's sizes.
+
+    python benchmarks/profile_train_step.py [--config configs/bench_cpu.py] [--warm 6]
+        [--json OUT.json]
+
+Builds the model, state and batch of `compare_torchvision.py` for the config, trains `--warm`
+steps (so that the proposals and the foreground count are those of the benchmark's timed
+steps), then times, each jitted on its own with the median of the config's `runs`:
+  features           backbone + FPN, forward;
+  features_grad      backbone + FPN, forward + backward;
+  proposals          backbone + FPN + RPN head + proposal decoding and per-level NMS;
+  train_forward      the whole training forward (targets, sampling, every head);
+  train_step         forward + every loss + backward + SGD update (the benchmark's step).
+Differences between consecutive rows give each part's cost (e.g. train_forward - proposals:
+target assignment, RoIAlign and the heads' forward). Prints a table; --json writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (ROOT, os.path.join(ROOT, "benchmarks")):
+  if path not in sys.path:
+    sys.path.insert(0, path)
+
+import compare_torchvision as bench  # noqa: E402
+
+
+def _time(fn, runs: int) -> tuple[float, float]:
+  """(compile + first call seconds, median seconds of `runs` calls)."""
+  import jax
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return first, statistics.median(times)
+
+
+def main(argv=None):
+  import jax
+
+  from match_rcnn_jax.models import match_rcnn
+  from match_rcnn_jax.training import step as step_lib
+
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default=os.path.join(ROOT, "configs", "bench_cpu.py"))
+  parser.add_argument("--warm", type=int, default=6, help="train steps before the timings")
+  parser.add_argument("--json", default="")
+  args = parser.parse_args(argv)
+  cfg = bench.load_config(args.config)
+  model, state, train_step, batch, _ = bench.our_train_setup(cfg)
+  fg = []
+  for _ in range(args.warm):
+    state, metrics = train_step(state, batch)
+    fg.append(float(metrics["fg_rois"]))
+  dtype = match_rcnn.DTYPES[cfg.dtype]
+  images, targets, sizes = step_lib.flatten_pairs(batch)
+  images = images.astype(dtype)
+  h, w = images.shape[1:3]
+  params, stats = state.params, state.batch_stats
+  variables = {"params": params, "batch_stats": stats}
+
+  def features(v, x):
+    return model.apply(v, x, method=lambda m, x: m.features(x))
+
+  def features_grad(p, x):
+    # The pyramid itself as the cotangent: a constant one would be folded away by XLA.
+    pyramid, vjp = jax.vjp(lambda p: features({"params": p, "batch_stats": stats}, x), p)
+    return vjp(pyramid)
+
+  def proposals(v, x, z):
+    return model.apply(v, x, method=lambda m, x: m.proposals(m.features(x), (h, w), z,
+                                                             train=True)[2])
+
+  def train_forward(v, x, t, z, r):
+    out, _ = model.apply(v, x, t, image_sizes=z, train=True, rngs={"sampling": r},
+                         mutable=["batch_stats"])
+    return out
+
+  rng = jax.random.PRNGKey(0)
+  jitted = {
+      "features": (jax.jit(features), (variables, images)),
+      "features_grad": (jax.jit(features_grad), (params, images)),
+      "proposals": (jax.jit(proposals), (variables, images, sizes)),
+      "train_forward": (jax.jit(train_forward), (variables, images, targets, sizes, rng)),
+  }
+  rows = {}
+  for name, (fn, fn_args) in jitted.items():
+    first, median = _time(lambda fn=fn, fn_args=fn_args: fn(*fn_args), cfg.runs)
+    rows[name] = {"median_s": round(median, 4), "compile_and_first_s": round(first, 2)}
+    print(f"  {name}: {median:.4f} s", flush=True)
+  holder = {"state": state}
+
+  def step():
+    holder["state"], metrics = train_step(holder["state"], batch)
+    return metrics
+  first, median = _time(step, cfg.runs)
+  rows["train_step"] = {"median_s": round(median, 4), "compile_and_first_s": round(first, 2)}
+  device = jax.devices()[0]
+  result = {"device": device.device_kind, "config": cfg.to_dict(), "warm_steps": args.warm,
+            "fg_rois_per_image": round(statistics.mean(fg[-3:]), 1), "stages": rows}
+  print(f"our train step by stage, {cfg.train_images} x {cfg.image_size}^2, R{cfg.depth}, "
+        f"{cfg.dtype}, on {device.device_kind} ({result['fg_rois_per_image']} foreground "
+        f"RoIs / image)\n{'stage':<16}{'median s':>10}{'compile+1st s':>15}")
+  for name, row in rows.items():
+    print(f"{name:<16}{row['median_s']:>10.4f}{row['compile_and_first_s']:>15.1f}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
