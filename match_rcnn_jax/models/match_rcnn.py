@@ -230,7 +230,12 @@ class MatchRCNN(nn.Module):
     km, kl = t.mask_rois_per_image, t.landmark_rois_per_image
     m_rois, m_matched, m_fg = first(km, "rois"), first(km, "matched"), first(km, "is_fg")
     m_classes = first(km, "labels")
-    pooled_m = self.pool(pyramid, m_rois, c.mask_head.roi_size)
+    shared = c.mask_head.roi_size == c.landmark_head.roi_size
+    if shared:  # both streams take the first RoIs: pool the longer prefix once, for both
+      pooled_ml = self.pool(pyramid, first(max(km, kl), "rois"), c.mask_head.roi_size)
+      pooled_m = pooled_ml[:, :km]
+    else:
+      pooled_m = self.pool(pyramid, m_rois, c.mask_head.roi_size)
     mask_head = self._pure(self.mask_head)
 
     def class_mask_logits(x, cls):
@@ -250,7 +255,8 @@ class MatchRCNN(nn.Module):
     l_classes = first(kl, "labels")
     flat_cls = l_classes.reshape(-1)
     channels, _ = postprocess.block_channels(flat_cls)
-    pooled_l = self.pool(pyramid, l_rois, c.landmark_head.roi_size)
+    pooled_l = (pooled_ml[:, :kl] if shared
+                else self.pool(pyramid, l_rois, c.landmark_head.roi_size))
     block_logits = self._pure(self.landmark_head, heads.LandmarkHead.block_logits)
 
     def flat_block_logits(x, ch):
