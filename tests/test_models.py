@@ -293,3 +293,26 @@ def test_heads_on_valid_detections_only_match_all_slots(tiny_model):
     np.testing.assert_allclose(b[valid], a[valid], rtol=1e-5, atol=1e-5)
     computed = np.any(b.reshape(n, -1) != 0, axis=1)
     assert computed.sum() == 6 and computed[valid].all()  # 5 valid + 1 filler of chunk 2
+
+
+def test_matmul_convs_match_xla_convs():
+  """The heads' im2col + matmul convolutions (used inside control flow on the CPU) give the
+  numbers and gradients of XLA's convolutions, with the same parameters."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 6, 6, 8))
+  channels = jnp.array([[0, 5, 2], [1, 1, 7], [3, 4, 6]])
+  for module, method, args in (
+      (heads.MaskHead(num_classes=5, channels=8, num_convs=2), None, (x,)),
+      (heads.LandmarkHead(num_landmarks=9, channels=8, num_convs=2), None, (x,)),
+      (heads.LandmarkHead(num_landmarks=9, channels=8, num_convs=2),
+       heads.LandmarkHead.block_logits, (x, channels))):
+    params = module.init(jax.random.PRNGKey(1), *args, method=method)
+    fast = module.clone(matmul_convs=True)
+
+    def loss(p, inputs, m, method=method, rest=args[1:]):
+      return jnp.sum(jnp.sin(m.apply(p, inputs, *rest, method=method)))
+    np.testing.assert_allclose(fast.apply(params, *args, method=method),
+                               module.apply(params, *args, method=method), rtol=1e-4, atol=1e-5)
+    g0 = jax.grad(loss, argnums=(0, 1))(params, x, module)
+    g1 = jax.grad(loss, argnums=(0, 1))(params, x, fast)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)

@@ -58,6 +58,7 @@ class Deconv2x(nn.Module):
   kernel: int
   padding: int
   dtype: layers.Dtype = jnp.float32
+  matmul: bool = False  # run the sub-pixel conv as im2col + matmul (layers.matmul_conv)
 
   @nn.compact
   def __call__(self, x, channels=None):
@@ -71,17 +72,21 @@ class Deconv2x(nn.Module):
     pad = size // 2
     x = x.astype(self.dtype)
     if channels is None:
-      y = jax.lax.conv_general_dilated(
-          x, kernel.reshape(size, size, c_in, -1).astype(self.dtype), (1, 1),
-          ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      conv = layers.matmul_conv if self.matmul else jax.lax.conv_general_dilated
+      y = conv(x, kernel.reshape(size, size, c_in, -1).astype(self.dtype), (1, 1),
+               ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
       bias = b
     else:
       # Per-sample kernels: patches [N, H, W, size * size * in] x [N, ..., 4 * K].
-      patches = jax.lax.conv_general_dilated_patches(
-          x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))  # channel order: (in, kh, kw)
       sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
-      sub = jnp.moveaxis(sub, 4, 0).transpose(0, 3, 1, 2, 4, 5)  # [N, in, kh, kw, 4, K]
+      sub = jnp.moveaxis(sub, 4, 0)  # [N, kh, kw, in, 4, K]
+      if self.matmul:
+        patches = layers.patches(x, size, pad)  # channel order: (kh, kw, in)
+      else:
+        patches = jax.lax.conv_general_dilated_patches(
+            x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))  # channel order: (in, kh, kw)
+        sub = sub.transpose(0, 3, 1, 2, 4, 5)  # [N, in, kh, kw, 4, K]
       sub = sub.reshape(x.shape[0], c_in * size * size, -1).astype(self.dtype)
       y = jnp.einsum("nhwp,npc->nhwc", patches, sub)
       bias = b[channels][:, None, None, :]
@@ -108,8 +113,8 @@ class Deconv2x(nn.Module):
     return jnp.stack(rows), len(offsets)
 
 
-def _deconv(features, kernel, padding, name, dtype):
-  return Deconv2x(features, kernel, padding, dtype=dtype, name=name)
+def _deconv(features, kernel, padding, name, dtype, matmul=False):
+  return Deconv2x(features, kernel, padding, dtype=dtype, matmul=matmul, name=name)
 
 
 class MaskHead(nn.Module):
@@ -117,6 +122,7 @@ class MaskHead(nn.Module):
   channels: int = 256
   num_convs: int = 4
   dtype: layers.Dtype = jnp.float32
+  matmul_convs: bool = False  # convs as im2col + matmul (same parameters and numbers)
 
   @nn.compact
   def __call__(self, x):
@@ -125,10 +131,10 @@ class MaskHead(nn.Module):
     x = x.reshape(-1, *x.shape[-3:])
     for i in range(self.num_convs):
       x = nn.relu(layers.conv(self.channels, 3, name=f"mask_fcn{i + 1}", dtype=self.dtype,
-                              kernel_init=_KAIMING_OUT)(x))
-    x = nn.relu(_deconv(self.channels, 2, 0, "conv5_mask", self.dtype)(x))
+                              kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)(x))
+    x = nn.relu(_deconv(self.channels, 2, 0, "conv5_mask", self.dtype, self.matmul_convs)(x))
     x = layers.conv(self.num_classes, 1, name="mask_fcn_logits", dtype=self.dtype,
-                    kernel_init=_KAIMING_OUT)(x)
+                    kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)(x)
     return x.reshape(*lead, *x.shape[1:]).astype(jnp.float32)
 
 
@@ -137,11 +143,14 @@ class LandmarkHead(nn.Module):
   channels: int = 512
   num_convs: int = 8
   dtype: layers.Dtype = jnp.float32
+  matmul_convs: bool = False  # convs as im2col + matmul (same parameters and numbers)
 
   def setup(self):
     self.convs = [layers.conv(self.channels, 3, name=f"kp_fcn{i + 1}", dtype=self.dtype,
-                              kernel_init=_KAIMING_OUT) for i in range(self.num_convs)]
-    self.kps_score_lowres = _deconv(self.num_landmarks, 4, 1, "kps_score_lowres", self.dtype)
+                              kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)
+                  for i in range(self.num_convs)]
+    self.kps_score_lowres = _deconv(self.num_landmarks, 4, 1, "kps_score_lowres", self.dtype,
+                                    self.matmul_convs)
 
   def features(self, x):
     """x [..., S, S, C] -> the 8-conv features [N, S, S, channels] (N = prod of leading)."""

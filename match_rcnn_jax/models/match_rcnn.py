@@ -113,11 +113,13 @@ class MatchRCNN(nn.Module):
 
   def _pure(self, module, method=None):
     """`module`'s method as a pure function of arrays over its bound parameters, for use
-    inside `jax.lax` control flow (bound Flax modules cannot be called there)."""
+    inside `jax.lax` control flow (bound Flax modules cannot be called there). On the CPU its
+    convolutions run as im2col + matmul (same parameters and numbers): XLA:CPU's convolution
+    gradient inside a `lax.cond` is some 50x slower than outside (benchmarks/RESULTS.md)."""
     if self.is_initializing():
       return getattr(module, method.__name__) if method else module
     variables = module.variables
-    unbound = module.clone(parent=None)
+    unbound = module.clone(parent=None, matmul_convs=jax.default_backend() == "cpu")
     return lambda *args: unbound.apply(variables, *args, method=method)
 
   def _foreground_chunks(self, fn, inputs, fg, chunk: int):
