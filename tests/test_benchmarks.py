@@ -25,6 +25,11 @@ def test_compare_torchvision_tiny(tmp_path):
     assert r["torchvision"][key] > 0, key
   for side in ("ours", "torchvision"):
     assert len(r[side]["train_step_s_all"]) == r["config"]["runs"]
+    n = r["config"]["train_images"]
+    assert abs(r[side]["train_images_per_s"] - n / r[side]["train_step_s"]) < 0.02 * (
+        r[side]["train_images_per_s"])
+    # GT boxes join the proposals, so every image has at least its garments as foreground.
+    assert r[side]["fg_rois_per_image"] >= r["config"]["garments_per_image"]
   assert abs(r["speedup"]["train"] - r["torchvision"]["train_step_s"]
              / r["ours"]["train_step_s"]) < 1e-2 * r["speedup"]["train"]
   assert abs(r["speedup"]["infer"] - r["torchvision"]["infer_s"] / r["ours"]["infer_s"]) < (
