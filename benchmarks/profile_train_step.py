@@ -11,6 +11,9 @@ steps), then times, each jitted on its own with the median of the config's `runs
   proposals          backbone + FPN + RPN head + proposal decoding and per-level NMS;
   train_forward      the whole training forward (targets, sampling, every head);
   train_step         forward + every loss + backward + SGD update (the benchmark's step).
+With --ablate, also the gradient of partial losses (XLA drops the heads whose outputs no loss
+uses): grad_rpn_box (RPN + box losses only), then + mask, + landmark, + match alone, and
+grad_all; each head's forward + backward cost is its row minus grad_rpn_box.
 Differences between consecutive rows give each part's cost (e.g. train_forward - proposals:
 target assignment, RoIAlign and the heads' forward). Prints a table; --json writes it.
 """
@@ -55,6 +58,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=os.path.join(ROOT, "configs", "bench_cpu.py"))
   parser.add_argument("--warm", type=int, default=6, help="train steps before the timings")
+  parser.add_argument("--ablate", action="store_true",
+                      help="also time the gradient of partial losses, head by head")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
   cfg = bench.load_config(args.config)
@@ -94,6 +99,24 @@ def main(argv=None):
       "proposals": (jax.jit(proposals), (variables, images, sizes)),
       "train_forward": (jax.jit(train_forward), (variables, images, targets, sizes, rng)),
   }
+  if args.ablate:
+    import ml_collections
+
+    from match_rcnn_jax.training import losses as losses_lib
+    base = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
+    weights = ml_collections.ConfigDict({k: 1.0 for k in (
+        "rpn_cls", "rpn_box", "cls", "box", "landmark", "mask", "match")})
+    for name, extra in (("grad_rpn_box", ()), ("grad_rpn_box_mask", ("loss_mask",)),
+                        ("grad_rpn_box_landmark", ("loss_landmark",)),
+                        ("grad_rpn_box_match", ("loss_match",)), ("grad_all", None)):
+      def partial_loss(p, x, t, z, r, extra=extra):
+        out = train_forward({"params": p, "batch_stats": stats}, x, t, z, r)
+        losses = losses_lib.compute(out, weights)
+        if extra is None:
+          return losses["loss"]
+        return sum(losses[k] for k in base + extra)
+      jitted[name] = (jax.jit(jax.grad(partial_loss)),
+                      (params, images, {**targets}, sizes, rng))
   rows = {}
   for name, (fn, fn_args) in jitted.items():
     first, median = _time(lambda fn=fn, fn_args=fn_args: fn(*fn_args), cfg.runs)
@@ -109,11 +132,12 @@ def main(argv=None):
   device = jax.devices()[0]
   result = {"device": device.device_kind, "config": cfg.to_dict(), "warm_steps": args.warm,
             "fg_rois_per_image": round(statistics.mean(fg[-3:]), 1), "stages": rows}
+  width = max(len(k) for k in rows) + 2
   print(f"our train step by stage, {cfg.train_images} x {cfg.image_size}^2, R{cfg.depth}, "
         f"{cfg.dtype}, on {device.device_kind} ({result['fg_rois_per_image']} foreground "
-        f"RoIs / image)\n{'stage':<16}{'median s':>10}{'compile+1st s':>15}")
+        f"RoIs / image)\n{'stage':<{width}}{'median s':>10}{'compile+1st s':>15}")
   for name, row in rows.items():
-    print(f"{name:<16}{row['median_s']:>10.4f}{row['compile_and_first_s']:>15.1f}")
+    print(f"{name:<{width}}{row['median_s']:>10.4f}{row['compile_and_first_s']:>15.1f}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1)

@@ -140,10 +140,13 @@ class MatchRCNN(nn.Module):
     padded = [jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])[order] for x in inputs]
     xs = [x.reshape(steps, chunk, *x.shape[1:]) for x in padded]
     shape = jax.eval_shape(fn, *(x[0] for x in xs))
+    # Rematerialised: the backward recomputes a chunk's forward (only for the chunks that
+    # ran) instead of the scan stacking every chunk's activations, zeros for the skipped ones.
+    run = jax.checkpoint(lambda a: fn(*a))
 
     def body(_, step):
       i, args = step
-      return None, jax.lax.cond(i * chunk < count, lambda a: fn(*a),
+      return None, jax.lax.cond(i * chunk < count, run,
                                 lambda a: jnp.zeros(shape.shape, shape.dtype), args)
 
     _, ys = jax.lax.scan(body, None, (jnp.arange(steps), xs))
