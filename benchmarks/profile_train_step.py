@@ -116,7 +116,7 @@ def main(argv=None):
           return losses["loss"]
         return sum(losses[k] for k in base + extra)
       jitted[name] = (jax.jit(jax.grad(partial_loss)),
-                      (params, images, {**targets}, sizes, rng))
+                      (params, images, targets, sizes, rng))
   rows = {}
   for name, (fn, fn_args) in jitted.items():
     first, median = _time(lambda fn=fn, fn_args=fn_args: fn(*fn_args), cfg.runs)
