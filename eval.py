@@ -19,6 +19,9 @@ import json
 import os
 import sys
 
+from match_rcnn_jax.tools import host_malloc  # noqa: E402
+
+host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402

@@ -11,6 +11,9 @@ host (addresses from the environment), or give `--coordinator_address`, `--num_p
 
 import os
 
+from match_rcnn_jax.tools import host_malloc  # noqa: E402
+
+host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 from absl import app, flags, logging  # noqa: E402

@@ -156,7 +156,8 @@ def our_train_setup(cfg):
   weights = ml_collections.ConfigDict({k: 1.0 for k in (
       "rpn_cls", "rpn_box", "cls", "box", "landmark", "mask", "match")})
   train_step = jax.jit(step_lib.make_train_step(model, tx, weights,
-                                                match_rcnn.DTYPES[cfg.dtype]),
+                                                match_rcnn.DTYPES[cfg.dtype],
+                                                tuple(opt.freeze_backbone)),
                        donate_argnums=(0,))
 
   n = cfg.train_images
@@ -436,4 +437,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from match_rcnn_jax.tools import host_malloc
+  host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
   raise SystemExit(main())

@@ -10,7 +10,7 @@ import pytest
 
 from configs import tiny
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.models import heads, match_rcnn, matching, postprocess, resnet
+from match_rcnn_jax.models import heads, layers, match_rcnn, matching, postprocess, resnet
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +316,47 @@ def test_matmul_convs_match_xla_convs():
     g1 = jax.grad(loss, argnums=(0, 1))(params, x, fast)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
       np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _assert_same_conv(ours, x, w, stride, pad):
+  """`ours` (a `lax.conv_general_dilated` stand-in) gives XLA's output and gradients."""
+  args = ((stride, stride), ((pad, pad), (pad, pad)))
+
+  def ref(x, w):
+    return jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=_NHWC)
+
+  def mine(x, w):
+    return ours(x, w, *args, dimension_numbers=_NHWC)
+
+  assert mine(x, w).shape == ref(x, w).shape
+  np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w)
+           for f in (ref, mine)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+  return mine
+
+
+def test_matmul_conv_1x1_strided_and_fallthrough():
+  """`layers.matmul_conv` (every 1 x 1 conv on the CPU) equals XLA's convolution for 1 x 1
+  convs of stride 1 and 2 on odd sizes, with its gradients, and hands cases it does not cover
+  (a padded stride-2 3 x 3) to XLA unchanged."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5, 6))
+  for kernel, stride, pad in ((1, 1, 0), (1, 2, 0), (3, 2, 1), (3, 1, 1)):
+    w = jax.random.normal(jax.random.PRNGKey(kernel + stride), (kernel, kernel, 6, 4))
+    _assert_same_conv(layers.matmul_conv, x, w, stride, pad)
+
+
+def test_cpu_conv_shifted_kernel_gradient(monkeypatch):
+  """The CPU convolution with the per-tap matmul kernel gradient (`layers._shifted_conv`, on
+  large maps) gives XLA's outputs and gradients, for 3 x 3 and 5 x 5 kernels."""
+  monkeypatch.setattr(layers, "_SHIFTED_MIN_PIXELS", 1)
+  monkeypatch.setattr(layers, "_SHIFTED_MIN_CHANNELS", 1)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 7, 5))
+  for kernel in (3, 5):
+    w = jax.random.normal(jax.random.PRNGKey(kernel), (kernel, kernel, 5, 6))
+    mine = _assert_same_conv(layers.cpu_conv, x, w, 1, kernel // 2)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(mine)(x, w))  # the shifted form ran

@@ -33,7 +33,8 @@ def sharded_step(model, tx, config, devices=None):
   replicated = NamedSharding(m, P())
   data_sharding = NamedSharding(m, P("data"))
   fn = jax.jit(step_lib.make_train_step(model, tx, config.loss_weights,
-                                        match_rcnn.DTYPES[config.model.dtype]),
+                                        match_rcnn.DTYPES[config.model.dtype],
+                                        tuple(config.optimizer.freeze_backbone)),
                in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
                donate_argnums=(0,))
   return fn, data_sharding, replicated

@@ -25,7 +25,8 @@ def schedule(cfg, total_steps: int) -> optax.Schedule:
   return optax.join_schedules([ramp, lambda s: decay(s + warmup)], [warmup])
 
 
-def _frozen(path: tuple[str, ...], frozen_prefixes) -> bool:
+def is_frozen(path: tuple[str, ...], frozen_prefixes) -> bool:
+  """Whether the parameter at `path` (a flattened params key) is kept fixed."""
   return path[0] == "backbone" and any(path[1] == p or path[1].startswith(p + "_")
                                        for p in frozen_prefixes)
 
@@ -49,5 +50,5 @@ def make(cfg, params, total_steps: int) -> optax.GradientTransformation:
     return tx
   flat = traverse_util.flatten_dict(params)
   labels = traverse_util.unflatten_dict(
-      {k: ("frozen" if _frozen(k, frozen) else "train") for k in flat})
+      {k: ("frozen" if is_frozen(k, frozen) else "train") for k in flat})
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

@@ -8,8 +8,10 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
 from match_rcnn_jax.training import losses as losses_lib
+from match_rcnn_jax.training import optim
 
 TARGET_KEYS = ("boxes", "classes", "valid", "mask_crops", "landmarks", "styles")
 
@@ -39,8 +41,20 @@ def flatten_pairs(batch: dict) -> tuple[jnp.ndarray, dict, jnp.ndarray]:
   return flat(batch["image"]), targets, flat(batch["image_info"])[:, 4:6]
 
 
-def make_train_step(model, tx, loss_weights, dtype=jnp.float32):
-  """Returns train_step(state, batch) -> (state, metrics); jit it with the state donated."""
+def _split(params, frozen_prefixes):
+  """params -> (trainable, frozen) flat dicts keyed by parameter path."""
+  flat = traverse_util.flatten_dict(params)
+  frozen = {k: v for k, v in flat.items() if optim.is_frozen(k, frozen_prefixes)}
+  return {k: v for k, v in flat.items() if k not in frozen}, frozen
+
+
+def make_train_step(model, tx, loss_weights, dtype=jnp.float32, frozen=()):
+  """Returns train_step(state, batch) -> (state, metrics); jit it with the state donated.
+
+  `frozen`: the backbone stages the optimizer keeps fixed (`optimizer.freeze_backbone`). The
+  loss is differentiated with respect to the other parameters only, so no gradient is computed
+  for the frozen stages (nor backpropagated into them); theirs are zeros.
+  """
 
   def loss_fn(params, state, batch, rng):
     images, targets, sizes = flatten_pairs(batch)
@@ -54,8 +68,12 @@ def make_train_step(model, tx, loss_weights, dtype=jnp.float32):
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, (losses, batch_stats, fg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state, batch, rng)
+    trainable, fixed = _split(state.params, frozen)
+    merged = lambda t: traverse_util.unflatten_dict({**t, **fixed})  # noqa: E731
+    (loss, (losses, batch_stats, fg)), grads = jax.value_and_grad(
+        lambda t: loss_fn(merged(t), state, batch, rng), has_aux=True)(trainable)
+    grads = traverse_util.unflatten_dict(
+        {**grads, **{k: jnp.zeros_like(v) for k, v in fixed.items()}})
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
