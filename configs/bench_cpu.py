@@ -21,9 +21,9 @@ def get_config():
       "rois_per_image": 512,
       "detections": 100,
       "head_chunk": 10,  # ours: heads on the valid detections, 10 at a time (0: every slot)
-      # ours, training: mask / landmark heads on the foreground RoIs, 16 at a time (0: on all
+      # ours, training: mask / landmark heads on the foreground RoIs, 8 at a time (0: on all
       # mask_rois / landmark_rois slots, as fixed-shape implementations do)
-      "train_head_chunk": 16,
+      "train_head_chunk": 8,
       "mask_channels": 256, "landmark_channels": 512, "landmark_convs": 8,
       "dtype": "float32",  # ours; torchvision runs float32 on the CPU
       "amp": False,  # torchvision under torch.autocast (on a GPU: bfloat16)

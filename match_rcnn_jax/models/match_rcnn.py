@@ -140,9 +140,11 @@ class MatchRCNN(nn.Module):
     padded = [jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])[order] for x in inputs]
     xs = [x.reshape(steps, chunk, *x.shape[1:]) for x in padded]
     shape = jax.eval_shape(fn, *(x[0] for x in xs))
-    # Rematerialised: the backward recomputes a chunk's forward (only for the chunks that
-    # ran) instead of the scan stacking every chunk's activations, zeros for the skipped ones.
-    run = jax.checkpoint(lambda a: fn(*a))
+    # Rematerialised except for the matmul outputs: the backward recomputes the cheap parts of
+    # a chunk's forward (only for the chunks that ran) instead of the scan stacking every
+    # chunk's activations (the im2col patches above all), zeros for the skipped ones; keeping
+    # the matmul outputs spares recomputing the convs (CPU step 7.1 -> 6.8 s).
+    run = jax.checkpoint(lambda a: fn(*a), policy=jax.checkpoint_policies.dots_saveable)
 
     def body(_, step):
       i, args = step
