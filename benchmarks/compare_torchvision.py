@@ -45,6 +45,8 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 NUM_CLASSES = 14
 NUM_LANDMARKS = 294
+# Backbone stages kept fixed on both sides (torchvision's default with pretrained weights).
+FROZEN = ("conv1", "bn1", "layer1")
 
 
 def load_config(path: str):
@@ -150,7 +152,7 @@ def our_train_setup(cfg):
   opt = ml_collections.ConfigDict({
       "name": "sgd", "learning_rate": 0.02, "momentum": 0.9, "weight_decay": 1e-4,
       "warmup_steps": 0, "warmup_factor": 0.001, "decay_fractions": (), "decay_factor": 0.1,
-      "grad_clip_norm": 0.0, "freeze_backbone": ("conv1", "bn1", "layer1")})
+      "grad_clip_norm": 0.0, "freeze_backbone": FROZEN})
   tx = optim.make(opt, variables["params"], 1000)
   state = step_lib.create(variables, tx, jax.random.PRNGKey(1))
   weights = ml_collections.ConfigDict({k: 1.0 for k in (

@@ -1,7 +1,7 @@
 """Where our train step's time goes, stage by stage, at a benchmark config's sizes.
 
     python benchmarks/profile_train_step.py [--config configs/bench_cpu.py] [--warm 6]
-        [--json OUT.json]
+        [--ablate] [--ops N] [--json OUT.json]
 
 Builds the model, state and batch of `compare_torchvision.py` for the config, trains `--warm`
 steps (so that the proposals and the foreground count are those of the benchmark's timed
@@ -13,7 +13,14 @@ steps), then times, each jitted on its own with the median of the config's `runs
   train_step         forward + every loss + backward + SGD update (the benchmark's step).
 With --ablate, also the gradient of partial losses (XLA drops the heads whose outputs no loss
 uses): grad_rpn_box (RPN + box losses only), then + mask, + landmark, + match alone, and
-grad_all; each head's forward + backward cost is its row minus grad_rpn_box.
+grad_all; each head's forward + backward cost is its row minus grad_rpn_box (gradients, as in
+the train step, of the parameters that are not frozen).
+With --ops N, also traces one train step with `jax.profiler` and prints the N largest sums of
+op time by source: every XLA op (fusion, matmul, convolution, gather, ...) is attributed to the
+model code that emitted it (its `op_name`, e.g. `MatchRCNN.features/backbone` or
+`MatchRCNN._foreground_chunks/while`), forward or backward. On the CPU each op of the step is its own
+event; ops that overlap in time on different threads count in full, so the sum exceeds the
+step's wall time.
 Differences between consecutive rows give each part's cost (e.g. train_forward - proposals:
 target assignment, RoIAlign and the heads' forward). Prints a table; --json writes it.
 """
@@ -49,19 +56,73 @@ def _time(fn, runs: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def main(argv=None):
+def _source(op_name: str, depth: int) -> str:
+  """'jit(train_step)/transpose(jvp(MatchRCNN))/MatchRCNN.train_forward/box_head/fc6/dot' ->
+  'backward  MatchRCNN/MatchRCNN.train_forward/box_head' (depth 3): the transformation
+  wrappers unwrapped, the outer jit dropped."""
+  import re
+  parts = op_name.split("/")[1:] if op_name.startswith("jit(") else op_name.split("/")
+  names = []
+  for part in parts:
+    while (m := re.fullmatch(r"\w+\((.*)\)", part)) is not None:
+      part = m.group(1)
+    if part:
+      names.append(part)
+  where = "/".join(names[:depth]) or "(no source recorded)"
+  return ("backward  " if "transpose(" in op_name else "forward   ") + where
+
+
+def op_time_by_source(fn, hlo_text: str, top: int, depth: int = 4) -> dict:
+  """Traces one call of `fn` (a compiled step) and sums its ops' durations by source."""
+  import collections
+  import glob
+  import re
+  import tempfile
+
   import jax
 
-  from match_rcnn_jax.models import match_rcnn
-  from match_rcnn_jax.training import step as step_lib
+  op_names = {m.group(1): m.group(2) for m in re.finditer(
+      r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?op_name="([^"]*)"', hlo_text, re.M)}
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    jax.block_until_ready(fn())
+    jax.profiler.stop_trace()
+    paths = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(paths[0])
+  planes = list(data.planes)
+  device_planes = [p for p in planes if p.name.startswith("/device:")]
+  by_source = collections.Counter()
+  for plane in device_planes or [p for p in planes if p.name == "/host:CPU"]:
+    for line in plane.lines:
+      for event in line.events:
+        op = dict(event.stats).get("hlo_op")
+        if not op or op.startswith(("while", "cond", "call")):  # containers: bodies count
+          continue
+        by_source[_source(op_names.get(op, ""), depth)] += event.duration_ns / 1e9
+  total = sum(by_source.values())
+  return {"total_s": round(total, 4), "sources": [
+      {"source": k, "s": round(v, 4), "share": round(v / total, 4)}
+      for k, v in by_source.most_common(top)]}
 
+
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=os.path.join(ROOT, "configs", "bench_cpu.py"))
   parser.add_argument("--warm", type=int, default=6, help="train steps before the timings")
   parser.add_argument("--ablate", action="store_true",
                       help="also time the gradient of partial losses, head by head")
+  parser.add_argument("--ops", type=int, default=0,
+                      help="trace one train step and print the N largest op-time sources")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
+  if args.ops:  # per-op events in XLA:CPU traces (read when the backend starts)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_enable_xprof_traceme=true").strip()
+  import jax
+
+  from match_rcnn_jax.models import match_rcnn
+  from match_rcnn_jax.training import step as step_lib
+
   cfg = bench.load_config(args.config)
   model, state, train_step, batch, _ = bench.our_train_setup(cfg)
   fg = []
@@ -101,22 +162,25 @@ def main(argv=None):
   }
   if args.ablate:
     import ml_collections
+    from flax import traverse_util
 
     from match_rcnn_jax.training import losses as losses_lib
+    trainable, frozen = step_lib.split_frozen(params, bench.FROZEN)
     base = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
     weights = ml_collections.ConfigDict({k: 1.0 for k in (
         "rpn_cls", "rpn_box", "cls", "box", "landmark", "mask", "match")})
     for name, extra in (("grad_rpn_box", ()), ("grad_rpn_box_mask", ("loss_mask",)),
                         ("grad_rpn_box_landmark", ("loss_landmark",)),
                         ("grad_rpn_box_match", ("loss_match",)), ("grad_all", None)):
-      def partial_loss(p, x, t, z, r, extra=extra):
+      def partial_loss(trainable, x, t, z, r, extra=extra):
+        p = traverse_util.unflatten_dict({**trainable, **frozen})
         out = train_forward({"params": p, "batch_stats": stats}, x, t, z, r)
         losses = losses_lib.compute(out, weights)
         if extra is None:
           return losses["loss"]
         return sum(losses[k] for k in base + extra)
       jitted[name] = (jax.jit(jax.grad(partial_loss)),
-                      (params, images, targets, sizes, rng))
+                      (trainable, images, targets, sizes, rng))
   rows = {}
   for name, (fn, fn_args) in jitted.items():
     first, median = _time(lambda fn=fn, fn_args=fn_args: fn(*fn_args), cfg.runs)
@@ -129,15 +193,25 @@ def main(argv=None):
     return metrics
   first, median = _time(step, cfg.runs)
   rows["train_step"] = {"median_s": round(median, 4), "compile_and_first_s": round(first, 2)}
+  ops = None
+  if args.ops:
+    hlo = train_step.lower(holder["state"], batch).compile().as_text()
+    ops = op_time_by_source(step, hlo, args.ops)
   device = jax.devices()[0]
   result = {"device": device.device_kind, "config": cfg.to_dict(), "warm_steps": args.warm,
             "fg_rois_per_image": round(statistics.mean(fg[-3:]), 1), "stages": rows}
+  if ops is not None:
+    result["ops"] = ops
   width = max(len(k) for k in rows) + 2
   print(f"our train step by stage, {cfg.train_images} x {cfg.image_size}^2, R{cfg.depth}, "
         f"{cfg.dtype}, on {device.device_kind} ({result['fg_rois_per_image']} foreground "
         f"RoIs / image)\n{'stage':<{width}}{'median s':>10}{'compile+1st s':>15}")
   for name, row in rows.items():
     print(f"{name:<{width}}{row['median_s']:>10.4f}{row['compile_and_first_s']:>15.1f}")
+  if ops is not None:
+    print(f"\nop time by source, one traced step ({ops['total_s']:.2f} s of op time)")
+    for row in ops["sources"]:
+      print(f"{row['s']:>8.3f} s  {row['share']:>5.1%}  {row['source']}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1)

@@ -43,6 +43,7 @@ def get_config():
   config.eval.gallery_min_score = 0.0  # an untrained model: index every detection
   config.optimizer.learning_rate = 0.01
   config.optimizer.warmup_steps = 2
+  config.optimizer.freeze_backbone = ("conv1", "bn1", "layer1")  # as with pretrained weights
   config.batch_size = 2
   config.pairs_per_batch = 2
   return config

@@ -44,3 +44,39 @@ def test_retrieval_ranking_benchmark_agrees_with_pairwise(tmp_path):
   r = json.loads(out.read_text())
   assert r["top_k_agreement"] == 1.0  # the matmul form ranks exactly as pair by pair
   assert r["ours_s"] > 0 and r["naive_s_extrapolated"] > 0 and r["ours_pairs_per_s"] > 0
+
+
+OPS_SCRIPT = """
+import json, os, sys
+os.environ["XLA_FLAGS"] = "--xla_cpu_enable_xprof_traceme=true"
+sys.path.insert(0, "benchmarks")
+import jax, jax.numpy as jnp
+from profile_train_step import op_time_by_source
+
+def loss(w, x):
+  with jax.named_scope("wide"):
+    h = jnp.tanh(x @ w)
+  with jax.named_scope("narrow"):
+    return jnp.sum(h[:, :8] ** 2)
+
+step = jax.jit(jax.value_and_grad(loss))
+w, x = jnp.ones((512, 512)) / 512, jnp.ones((1024, 512))
+jax.block_until_ready(step(w, x))
+hlo = step.lower(w, x).compile().as_text()
+print(json.dumps(op_time_by_source(lambda: step(w, x), hlo, 10, depth=2)))
+"""
+
+
+def test_op_time_by_source_attributes_trace_events():
+  """profile_train_step --ops: a traced step's op time, summed by the code that emitted each
+  op, forward and backward."""
+  res = _run(["-c", OPS_SCRIPT])
+  out = json.loads(res.stdout.strip().splitlines()[-1])
+  sources = {r["source"]: r["s"] for r in out["sources"]}
+  assert out["total_s"] > 0 and abs(sum(sources.values()) - out["total_s"]) < 1e-3
+  assert any(s.startswith("forward") and "wide" in s for s in sources), sources
+  assert any(s.startswith("backward") and "wide" in s for s in sources), sources
+  # The [1024, 512] x [512, 512] matmuls of `wide` outweigh the 8-column square of `narrow`.
+  wide = sum(v for k, v in sources.items() if "wide" in k)
+  narrow = sum(v for k, v in sources.items() if "narrow" in k)
+  assert wide > narrow

@@ -41,7 +41,7 @@ def flatten_pairs(batch: dict) -> tuple[jnp.ndarray, dict, jnp.ndarray]:
   return flat(batch["image"]), targets, flat(batch["image_info"])[:, 4:6]
 
 
-def _split(params, frozen_prefixes):
+def split_frozen(params, frozen_prefixes):
   """params -> (trainable, frozen) flat dicts keyed by parameter path."""
   flat = traverse_util.flatten_dict(params)
   frozen = {k: v for k, v in flat.items() if optim.is_frozen(k, frozen_prefixes)}
@@ -68,7 +68,7 @@ def make_train_step(model, tx, loss_weights, dtype=jnp.float32, frozen=()):
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    trainable, fixed = _split(state.params, frozen)
+    trainable, fixed = split_frozen(state.params, frozen)
     merged = lambda t: traverse_util.unflatten_dict({**t, **fixed})  # noqa: E731
     (loss, (losses, batch_stats, fg)), grads = jax.value_and_grad(
         lambda t: loss_fn(merged(t), state, batch, rng), has_aux=True)(trainable)
