@@ -7,7 +7,7 @@ Builds the model, state and batch of `compare_torchvision.py` for the config, tr
 steps (so that the proposals and the foreground count are those of the benchmark's timed
 steps), then times, each jitted on its own with the median of the config's `runs`:
   features           backbone + FPN, forward;
-  features_grad      backbone + FPN, forward + backward;
+  features_grad      backbone + FPN, forward + backward (the stages not frozen);
   proposals          backbone + FPN + RPN head + proposal decoding and per-level NMS;
   train_forward      the whole training forward (targets, sampling, every head);
   train_step         forward + every loss + backward + SGD update (the benchmark's step).
@@ -18,9 +18,9 @@ the train step, of the parameters that are not frozen).
 With --ops N, also traces one train step with `jax.profiler` and prints the N largest sums of
 op time by source: every XLA op (fusion, matmul, convolution, gather, ...) is attributed to the
 model code that emitted it (its `op_name`, e.g. `MatchRCNN.features/backbone` or
-`MatchRCNN._foreground_chunks/while`), forward or backward. On the CPU each op of the step is its own
-event; ops that overlap in time on different threads count in full, so the sum exceeds the
-step's wall time.
+`MatchRCNN._foreground_chunks/while`), forward or backward. On the CPU each op of the step is
+its own event; ops that overlap in time on different threads count in full, so the sum can
+exceed the step's wall time.
 Differences between consecutive rows give each part's cost (e.g. train_forward - proposals:
 target assignment, RoIAlign and the heads' forward). Prints a table; --json writes it.
 """
@@ -68,7 +68,9 @@ def _source(op_name: str, depth: int) -> str:
       part = m.group(1)
     if part:
       names.append(part)
-  where = "/".join(names[:depth]) or "(no source recorded)"
+  if not names:  # XLA keeps no op_name on some ops (here, mostly convolution kernel gradients)
+    return "(no op_name)"
+  where = "/".join(names[:depth])
   return ("backward  " if "transpose(" in op_name else "forward   ") + where
 
 
@@ -119,6 +121,7 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_cpu_enable_xprof_traceme=true").strip()
   import jax
+  from flax import traverse_util
 
   from match_rcnn_jax.models import match_rcnn
   from match_rcnn_jax.training import step as step_lib
@@ -139,9 +142,12 @@ def main(argv=None):
   def features(v, x):
     return model.apply(v, x, method=lambda m, x: m.features(x))
 
-  def features_grad(p, x):
+  trainable, frozen = step_lib.split_frozen(params, bench.FROZEN)
+  merged = lambda t: traverse_util.unflatten_dict({**t, **frozen})  # noqa: E731
+
+  def features_grad(t, x):
     # The pyramid itself as the cotangent: a constant one would be folded away by XLA.
-    pyramid, vjp = jax.vjp(lambda p: features({"params": p, "batch_stats": stats}, x), p)
+    pyramid, vjp = jax.vjp(lambda t: features({"params": merged(t), "batch_stats": stats}, x), t)
     return vjp(pyramid)
 
   def proposals(v, x, z):
@@ -156,16 +162,14 @@ def main(argv=None):
   rng = jax.random.PRNGKey(0)
   jitted = {
       "features": (jax.jit(features), (variables, images)),
-      "features_grad": (jax.jit(features_grad), (params, images)),
+      "features_grad": (jax.jit(features_grad), (trainable, images)),
       "proposals": (jax.jit(proposals), (variables, images, sizes)),
       "train_forward": (jax.jit(train_forward), (variables, images, targets, sizes, rng)),
   }
   if args.ablate:
     import ml_collections
-    from flax import traverse_util
 
     from match_rcnn_jax.training import losses as losses_lib
-    trainable, frozen = step_lib.split_frozen(params, bench.FROZEN)
     base = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
     weights = ml_collections.ConfigDict({k: 1.0 for k in (
         "rpn_cls", "rpn_box", "cls", "box", "landmark", "mask", "match")})
@@ -173,8 +177,7 @@ def main(argv=None):
                         ("grad_rpn_box_landmark", ("loss_landmark",)),
                         ("grad_rpn_box_match", ("loss_match",)), ("grad_all", None)):
       def partial_loss(trainable, x, t, z, r, extra=extra):
-        p = traverse_util.unflatten_dict({**trainable, **frozen})
-        out = train_forward({"params": p, "batch_stats": stats}, x, t, z, r)
+        out = train_forward({"params": merged(trainable), "batch_stats": stats}, x, t, z, r)
         losses = losses_lib.compute(out, weights)
         if extra is None:
           return losses["loss"]

@@ -52,6 +52,10 @@ def test_matches_torchvision(aligned, ratio, backend):
   ours = _roi(jnp.asarray(features), jnp.asarray(boxes), (7, 5), scale, ratio, aligned, backend)
   ref = _torch_roi_align(features, boxes, (7, 5), scale, ratio, aligned)
   np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-5)
+  if backend == "gather":  # the inference form, term by term
+    fast = ops.roi_align(jnp.asarray(features), jnp.asarray(boxes), (7, 5), scale, ratio,
+                         aligned, forward_only=True)
+    np.testing.assert_allclose(np.asarray(fast), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_multilevel_matches_torchvision_pooler():
@@ -70,9 +74,10 @@ def test_multilevel_matches_torchvision_pooler():
   ref = ref.permute(0, 2, 3, 1).reshape(2, 40, 7, 7, 4).numpy()
   levels = np.asarray(ops.assign_levels(jnp.asarray(boxes)))
   assert len(np.unique(levels)) >= 3
-  for backend in ("gather", "einsum"):
-    fn = jax.jit(lambda f, b, backend=backend: ops.multilevel_roi_align(
-        f, b, 7, min_level=2, sampling_ratio=2, aligned=False, backend=backend))
+  for backend, forward_only in (("gather", False), ("gather", True), ("einsum", False)):
+    fn = jax.jit(lambda f, b, backend=backend, fo=forward_only: ops.multilevel_roi_align(
+        f, b, 7, min_level=2, sampling_ratio=2, aligned=False, backend=backend,
+        forward_only=fo))
     ours = fn([jnp.asarray(f) for f in feats], jnp.asarray(boxes))
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-5)
 

@@ -10,6 +10,8 @@ embeddings. Every shape is static; the whole call jit-compiles once per input sh
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -65,11 +67,12 @@ class MatchRCNN(nn.Module):
     ratios = (_static(c.aspect_ratios),) * len(pyramid)
     return ops.multilevel_anchors(image_shape, [p.shape[1:3] for p in pyramid], sizes, ratios)
 
-  def pool(self, pyramid, boxes, size):
+  def pool(self, pyramid, boxes, size, forward_only: bool = False):
+    """RoIAlign from P2..P5; `forward_only` (inference): the form with the fastest forward."""
     r = self.config.roi_align
     return ops.multilevel_roi_align(pyramid[:4], boxes, size, min_level=2,
                                     sampling_ratio=r.sampling_ratio, aligned=r.aligned,
-                                    backend=r.backend)
+                                    backend=r.backend, forward_only=forward_only)
 
   def proposals(self, pyramid, image_shape, image_sizes, train: bool):
     c = self.config.rpn
@@ -304,7 +307,7 @@ class MatchRCNN(nn.Module):
       image_sizes = jnp.broadcast_to(jnp.array([h, w], jnp.float32), (b, 2))
     pyramid = self.features(images)
     _, _, (props, _, pvalid) = self.proposals(pyramid, (h, w), image_sizes, train=False)
-    cls_logits, box_deltas, _ = self.box_head(self.pool(pyramid, props, 7))
+    cls_logits, box_deltas, _ = self.box_head(self.pool(pyramid, props, 7, forward_only=True))
     d = c.detections
     dets = postprocess.detect(props, pvalid, cls_logits, box_deltas, image_sizes,
                               box_weights=_static(c.box_weights),
@@ -312,11 +315,12 @@ class MatchRCNN(nn.Module):
                               max_detections=d.per_image, min_size=d.min_size)
     boxes, classes = dets["boxes"], dets["classes"]
     n = b * boxes.shape[1]
-    pooled14 = self.pool(pyramid, boxes, c.mask_head.roi_size)
-    lm_pooled = pooled14 if c.landmark_head.roi_size == c.mask_head.roi_size else self.pool(
-        pyramid, boxes, c.landmark_head.roi_size)
+    pool = functools.partial(self.pool, pyramid, boxes, forward_only=True)
+    pooled14 = pool(c.mask_head.roi_size)
+    lm_pooled = (pooled14 if c.landmark_head.roi_size == c.mask_head.roi_size
+                 else pool(c.landmark_head.roi_size))
     flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
-    inputs = (flat(pooled14), flat(lm_pooled), flat(self.pool(pyramid, boxes, 7)),
+    inputs = (flat(pooled14), flat(lm_pooled), flat(pool(7)),
               boxes.reshape(n, 4), classes.reshape(n))
     chunk = d.get("head_chunk", 0)
     if chunk and n > chunk:
