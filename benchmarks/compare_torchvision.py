@@ -115,6 +115,7 @@ def _our_model_config(cfg):
   m.train.mask_rois_per_image = m.train.landmark_rois_per_image = min(
       cfg.rois_per_image // 4, m.train.mask_rois_per_image)
   m.detections.per_image = cfg.detections
+  m.detections.score_threshold = cfg.score_threshold
   m.detections.head_chunk = cfg.head_chunk
   m.train.head_chunk = cfg.get("train_head_chunk", m.train.head_chunk)
   m.mask_head.channels = cfg.mask_channels
@@ -150,7 +151,7 @@ def our_train_setup(cfg):
   s = cfg.image_size
   variables = match_rcnn.init(model, jax.random.PRNGKey(0), (s, s))
   opt = ml_collections.ConfigDict({
-      "name": "sgd", "learning_rate": 0.02, "momentum": 0.9, "weight_decay": 1e-4,
+      "name": "sgd", "learning_rate": cfg.learning_rate, "momentum": 0.9, "weight_decay": 1e-4,
       "warmup_steps": 0, "warmup_factor": 0.001, "decay_fractions": (), "decay_factor": 0.1,
       "grad_clip_norm": 0.0, "freeze_backbone": FROZEN})
   tx = optim.make(opt, variables["params"], 1000)
@@ -272,6 +273,7 @@ def build_torchvision(cfg):
       rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_test,
       rpn_post_nms_top_n_test=cfg.rpn_post_nms_test,
       box_batch_size_per_image=cfg.rois_per_image, box_detections_per_img=cfg.detections,
+      box_score_thresh=cfg.score_threshold,
       mask_head=MaskRCNNHeads(backbone.out_channels, (mc,) * 4, 1),
       mask_predictor=MaskRCNNPredictor(mc, mc, NUM_CLASSES))
   heads = model.roi_heads
@@ -299,7 +301,7 @@ def run_torchvision(cfg) -> dict:
               "keypoints": torch.from_numpy(data["landmarks"][i]).to(dev)}
              for i in range(cfg.train_images)]
   params = [p for p in model.parameters() if p.requires_grad]
-  opt = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+  opt = torch.optim.SGD(params, lr=cfg.learning_rate, momentum=0.9, weight_decay=1e-4)
   model.train()
   amp = cfg.get("amp", False)
   # Foreground RoIs per image of each step (what the mask and keypoint heads run on), read
