@@ -2,9 +2,10 @@
 
 XLA:CPU allocates each execution's large temporary buffers afresh. With glibc's defaults, a
 buffer above the mmap threshold (at most 32 MB) is a fresh mapping, freed memory is trimmed, and
-each worker thread gets its own arena: every step then touches gigabytes of new pages. A train
-step of `configs/bench_cpu.py` took 1.27 million minor page faults and 4 s of system time per
-11.5 s step; with the settings below, none and 8.8 s (benchmarks/RESULTS.md). glibc reads them
+worker threads get arenas of their own, whose large requests are fresh mappings too: every step
+then touches gigabytes of new pages. A train step of `configs/bench_cpu.py` took 1.3 to 1.9
+million minor page faults and 4 to 10 s of system time per step; with the settings below, none
+(benchmarks/RESULTS.md). glibc reads them
 from the environment at start-up only, so the entry points (`train.py`, `eval.py`, the
 benchmarks) call `reexec_with_tuned_malloc()` first, which restarts the process once with them
 set. The process keeps its peak heap instead of returning it to the system between steps.
@@ -20,7 +21,8 @@ import platform
 import sys
 
 SETTINGS = {
-    "MALLOC_ARENA_MAX": "2",  # one arena beside the main one: no per-thread heaps to trim
+    # One arena: a second one (a heap of 64 MB mappings) maps every larger request afresh.
+    "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_THRESHOLD_": str(16 << 30),  # large buffers from the heap, not fresh mappings
     "MALLOC_TRIM_THRESHOLD_": str(16 << 30),  # freed memory is kept for the next step
 }
