@@ -121,7 +121,6 @@ def main(argv=None):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_cpu_enable_xprof_traceme=true").strip()
   import jax
-  from flax import traverse_util
 
   from match_rcnn_jax.models import match_rcnn
   from match_rcnn_jax.training import step as step_lib
@@ -143,7 +142,7 @@ def main(argv=None):
     return model.apply(v, x, method=lambda m, x: m.features(x))
 
   trainable, frozen = step_lib.split_frozen(params, bench.FROZEN)
-  merged = lambda t: traverse_util.unflatten_dict({**t, **frozen})  # noqa: E731
+  merged = lambda t: step_lib.merge_frozen(t, frozen)  # noqa: E731
 
   def features_grad(t, x):
     # The pyramid itself as the cotangent: a constant one would be folded away by XLA.

@@ -26,6 +26,19 @@ def patches(x, size: int, pad: int):
                          axis=-1)
 
 
+def _plain(lhs_dilation, rhs_dilation, feature_group_count) -> bool:
+  """No dilation, no feature groups."""
+  return (feature_group_count == 1
+          and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())))
+
+
+def _stride1_same(rhs, window_strides, padding) -> bool:
+  """A square kernel, stride 1 and k // 2 padding on every side."""
+  kh, kw = rhs.shape[:2]
+  return (tuple(window_strides) == (1, 1) and kh == kw
+          and all(tuple(p) == (kh // 2, kh // 2) for p in padding))
+
+
 def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                 dimension_numbers=None, feature_group_count=1, precision=None,
                 preferred_element_type=None):
@@ -36,15 +49,12 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   gradient XLA:CPU runs 2-6x slower as a convolution than as a matmul (benchmarks/RESULTS.md).
   Anything else falls through to `lax.conv_general_dilated`."""
   kh, kw = rhs.shape[:2]
-  plain = (feature_group_count == 1
-           and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())))
+  plain = _plain(lhs_dilation, rhs_dilation, feature_group_count)
   if (kh, kw) == (1, 1) and plain and all(tuple(p) == (0, 0) for p in padding):
     sh, sw = window_strides
     return jnp.dot(lhs[:, ::sh, ::sw, :], rhs.reshape(rhs.shape[-2:]), precision=precision,
                    preferred_element_type=preferred_element_type)
-  simple = (plain and tuple(window_strides) == (1, 1) and kh == kw
-            and all(tuple(p) == (kh // 2, kh // 2) for p in padding))
-  if not simple:
+  if not (plain and _stride1_same(rhs, window_strides, padding)):
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, precision=precision, preferred_element_type=preferred_element_type)
@@ -103,10 +113,9 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
     return matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                        dimension_numbers, feature_group_count, precision, preferred_element_type)
   pixels = lhs.shape[0] * lhs.shape[1] * lhs.shape[2]
-  if (tuple(window_strides) == (1, 1) and kh == kw and feature_group_count == 1
+  if (_plain(lhs_dilation, rhs_dilation, feature_group_count)
+      and _stride1_same(rhs, window_strides, padding)
       and precision is None and preferred_element_type is None
-      and not any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
-      and all(tuple(p) == (kh // 2, kh // 2) for p in padding)
       and pixels >= _SHIFTED_MIN_PIXELS and min(c, o) >= _SHIFTED_MIN_CHANNELS):
     return _shifted_conv(lhs, rhs, kh // 2)
   return jax.lax.conv_general_dilated(

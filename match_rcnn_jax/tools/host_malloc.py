@@ -5,10 +5,10 @@ buffer above the mmap threshold (at most 32 MB) is a fresh mapping, freed memory
 worker threads get arenas of their own, whose large requests are fresh mappings too: every step
 then touches gigabytes of new pages. A train step of `configs/bench_cpu.py` took 1.3 to 1.9
 million minor page faults and 4 to 10 s of system time per step; with the settings below, none
-(benchmarks/RESULTS.md). glibc reads them
-from the environment at start-up only, so the entry points (`train.py`, `eval.py`, the
-benchmarks) call `reexec_with_tuned_malloc()` first, which restarts the process once with them
-set. The process keeps its peak heap instead of returning it to the system between steps.
+(benchmarks/RESULTS.md). glibc reads them from the environment at start-up only, so the entry
+points (`train.py`, `eval.py`, the benchmarks) call `reexec_with_tuned_malloc()` first, which
+restarts the process once with them set. The process keeps its peak heap instead of returning
+it to the system between steps.
 
 Values the user has set win; `MATCH_RCNN_MALLOC_TUNING=0` turns this off. Nothing happens off
 Linux / glibc.

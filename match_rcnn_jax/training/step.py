@@ -48,6 +48,11 @@ def split_frozen(params, frozen_prefixes):
   return {k: v for k, v in flat.items() if k not in frozen}, frozen
 
 
+def merge_frozen(trainable, frozen):
+  """The inverse of `split_frozen`: the nested params."""
+  return traverse_util.unflatten_dict({**trainable, **frozen})
+
+
 def make_train_step(model, tx, loss_weights, dtype=jnp.float32, frozen=()):
   """Returns train_step(state, batch) -> (state, metrics); jit it with the state donated.
 
@@ -69,11 +74,9 @@ def make_train_step(model, tx, loss_weights, dtype=jnp.float32, frozen=()):
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
     trainable, fixed = split_frozen(state.params, frozen)
-    merged = lambda t: traverse_util.unflatten_dict({**t, **fixed})  # noqa: E731
     (loss, (losses, batch_stats, fg)), grads = jax.value_and_grad(
-        lambda t: loss_fn(merged(t), state, batch, rng), has_aux=True)(trainable)
-    grads = traverse_util.unflatten_dict(
-        {**grads, **{k: jnp.zeros_like(v) for k, v in fixed.items()}})
+        lambda t: loss_fn(merge_frozen(t, fixed), state, batch, rng), has_aux=True)(trainable)
+    grads = merge_frozen(grads, jax.tree.map(jnp.zeros_like, fixed))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
