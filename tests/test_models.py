@@ -295,9 +295,11 @@ def test_heads_on_valid_detections_only_match_all_slots(tiny_model):
     assert computed.sum() == 6 and computed[valid].all()  # 5 valid + 1 filler of chunk 2
 
 
-def test_matmul_convs_match_xla_convs():
-  """The heads' im2col + matmul convolutions (used inside control flow on the CPU) give the
-  numbers and gradients of XLA's convolutions, with the same parameters."""
+def test_matmul_convs_match_xla_convs(monkeypatch):
+  """The heads' matmul convolutions (used inside control flow on the CPU) give the numbers and
+  gradients of XLA's convolutions and patches (the accelerator path, forced here), with the
+  same parameters."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the reference: XLA's ops
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 6, 6, 8))
   channels = jnp.array([[0, 5, 2], [1, 1, 7], [3, 4, 6]])
   for module, method, args in (
@@ -350,13 +352,25 @@ def test_matmul_conv_1x1_strided_and_fallthrough():
     _assert_same_conv(layers.matmul_conv, x, w, stride, pad)
 
 
-def test_cpu_conv_shifted_kernel_gradient(monkeypatch):
-  """The CPU convolution with the per-tap matmul kernel gradient (`layers._shifted_conv`, on
-  large maps) gives XLA's outputs and gradients, for 3 x 3 and 5 x 5 kernels."""
-  monkeypatch.setattr(layers, "_SHIFTED_MIN_PIXELS", 1)
-  monkeypatch.setattr(layers, "_SHIFTED_MIN_CHANNELS", 1)
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 7, 5))
-  for kernel in (3, 5):
-    w = jax.random.normal(jax.random.PRNGKey(kernel), (kernel, kernel, 5, 6))
-    mine = _assert_same_conv(layers.cpu_conv, x, w, 1, kernel // 2)
-    assert "custom_vjp_call" in str(jax.make_jaxpr(mine)(x, w))  # the shifted form ran
+def test_winograd_conv_matches_xla_in_and_out_of_cond(monkeypatch):
+  """`layers.winograd_conv` (the CPU's 3 x 3 convs, heads and large maps) gives XLA's outputs
+  and both gradients on even and odd sizes, through `cpu_conv` and `matmul_conv`, and its
+  gradient inside `lax.cond` is the same (no XLA convolution gradient there)."""
+  monkeypatch.setattr(layers, "_WINOGRAD_MIN_PIXELS", 1)
+  monkeypatch.setattr(layers, "_WINOGRAD_MIN_CHANNELS", 1)
+  for shape, key in (((2, 8, 6, 5), 0), ((1, 9, 7, 5), 1)):
+    x = jax.random.normal(jax.random.PRNGKey(key), shape)
+    w = jax.random.normal(jax.random.PRNGKey(key + 10), (3, 3, 5, 6))
+    for ours in (layers.cpu_conv, layers.matmul_conv):
+      mine = _assert_same_conv(ours, x, w, 1, 1)
+      assert "custom_vjp_call" in str(jax.make_jaxpr(mine)(x, w))  # the Winograd form ran
+
+  def in_cond(x, w):
+    return jax.lax.cond(x.sum() > -1e9, lambda: layers.winograd_conv(x, w),
+                        lambda: jnp.zeros((*x.shape[:3], 6)))
+  grads = [jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w)
+           for f in (layers.winograd_conv, in_cond)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=2e-5)
+  assert "conv_general_dilated" not in str(jax.make_jaxpr(jax.grad(
+      lambda x, w: jnp.sum(in_cond(x, w)), (0, 1)))(x, w))

@@ -58,7 +58,7 @@ class Deconv2x(nn.Module):
   kernel: int
   padding: int
   dtype: layers.Dtype = jnp.float32
-  matmul: bool = False  # run the sub-pixel conv as im2col + matmul (layers.matmul_conv)
+  matmul: bool = False  # run the sub-pixel conv as matmuls (layers.matmul_conv)
 
   @nn.compact
   def __call__(self, x, channels=None):
@@ -80,7 +80,9 @@ class Deconv2x(nn.Module):
       # Per-sample kernels: patches [N, H, W, size * size * in] x [N, ..., 4 * K].
       sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
       sub = jnp.moveaxis(sub, 4, 0)  # [N, kh, kw, in, 4, K]
-      if self.matmul:
+      if self.matmul or jax.default_backend() == "cpu":
+        # Shifted slices: on the CPU XLA runs the patches below as a convolution with an
+        # identity kernel, about 4x slower than the per-sample product that follows.
         patches = layers.patches(x, size, pad)  # channel order: (kh, kw, in)
       else:
         patches = jax.lax.conv_general_dilated_patches(
@@ -122,7 +124,7 @@ class MaskHead(nn.Module):
   channels: int = 256
   num_convs: int = 4
   dtype: layers.Dtype = jnp.float32
-  matmul_convs: bool = False  # convs as im2col + matmul (same parameters and numbers)
+  matmul_convs: bool = False  # convs as matmuls (layers.matmul_conv: same parameters, numbers)
 
   @nn.compact
   def __call__(self, x):
@@ -137,13 +139,19 @@ class MaskHead(nn.Module):
                     kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)(x)
     return x.reshape(*lead, *x.shape[1:]).astype(jnp.float32)
 
+  def class_logits(self, x, classes):
+    """x [N, S, S, C], classes [N] (int) -> each RoI's logits of its class [N, 2S, 2S]."""
+    logits = self(x)
+    return jnp.einsum("nhwc,nc->nhw", logits,
+                      jax.nn.one_hot(classes, self.num_classes, dtype=logits.dtype))
+
 
 class LandmarkHead(nn.Module):
   num_landmarks: int = 294
   channels: int = 512
   num_convs: int = 8
   dtype: layers.Dtype = jnp.float32
-  matmul_convs: bool = False  # convs as im2col + matmul (same parameters and numbers)
+  matmul_convs: bool = False  # convs as matmuls (layers.matmul_conv: same parameters, numbers)
 
   def setup(self):
     self.convs = [layers.conv(self.channels, 3, name=f"kp_fcn{i + 1}", dtype=self.dtype,

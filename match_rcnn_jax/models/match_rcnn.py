@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from match_rcnn_jax import ops
 from match_rcnn_jax.models import fpn as fpn_lib
@@ -115,47 +116,25 @@ class MatchRCNN(nn.Module):
     return masks, landmarks, self.embed(pooled7)
 
   def _pure(self, module, method=None):
-    """`module`'s method as a pure function of arrays over its bound parameters, for use
-    inside `jax.lax` control flow (bound Flax modules cannot be called there). On the CPU its
-    convolutions run as im2col + matmul (same parameters and numbers): XLA:CPU's convolution
-    gradient inside a `lax.cond` is some 50x slower than outside (benchmarks/RESULTS.md)."""
-    if self.is_initializing():
-      return getattr(module, method.__name__) if method else module
-    variables = module.variables
+    """(`fn`, variables): `module`'s method as a pure function `fn(variables, *args)` of its
+    bound variables, for use inside `jax.lax` control flow (bound Flax modules cannot be
+    called there). On the CPU its convolutions run as matmuls (`layers.matmul_conv`, same
+    parameters and numbers): XLA:CPU's convolution gradient inside control flow is some 50x
+    slower than outside (benchmarks/RESULTS.md)."""
     unbound = module.clone(parent=None, matmul_convs=jax.default_backend() == "cpu")
-    return lambda *args: unbound.apply(variables, *args, method=method)
+    return (lambda variables, *args: unbound.apply(variables, *args, method=method),
+            module.variables)
 
-  def _foreground_chunks(self, fn, inputs, fg, chunk: int):
-    """`fn(*inputs)` evaluated on the rows where `fg`, `chunk` rows at a time: a scan over
-    the rows in foreground-first order whose body skips (lax.cond) every chunk past the last
-    foreground row, so the forward and the backward pass cost what the batch's foreground
+  def _foreground_chunks(self, module, method, inputs, fg, chunk: int):
+    """`module`'s `method` on the rows of `inputs` where `fg`, `chunk` rows at a time
+    (`foreground_rows`): the forward and the backward pass cost what the batch's foreground
     holds, not the number of RoI slots. Background rows' outputs are zeros (their losses are
-    masked). `chunk` 0, or a module being initialised: `fn` on every row at once."""
-    n = fg.shape[0]
-    if not chunk or n <= chunk or self.is_initializing():
-      return fn(*inputs)
-    pad = -n % chunk
-    steps = (n + pad) // chunk
-    fg = jnp.concatenate([fg, jnp.zeros((pad,), bool)])
-    order = jnp.argsort(~fg, stable=True)  # foreground first
-    inverse = jnp.argsort(order)
-    count = fg.sum()
-    padded = [jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])[order] for x in inputs]
-    xs = [x.reshape(steps, chunk, *x.shape[1:]) for x in padded]
-    shape = jax.eval_shape(fn, *(x[0] for x in xs))
-    # Rematerialised except for the matmul outputs: the backward recomputes the cheap parts of
-    # a chunk's forward (only for the chunks that ran) instead of the scan stacking every
-    # chunk's activations (the im2col patches above all), zeros for the skipped ones; keeping
-    # the matmul outputs spares recomputing the convs (CPU step 7.1 -> 6.8 s).
-    run = jax.checkpoint(lambda a: fn(*a), policy=jax.checkpoint_policies.dots_saveable)
-
-    def body(_, step):
-      i, args = step
-      return None, jax.lax.cond(i * chunk < count, run,
-                                lambda a: jnp.zeros(shape.shape, shape.dtype), args)
-
-    _, ys = jax.lax.scan(body, None, (jnp.arange(steps), xs))
-    return ys.reshape(n + pad, *ys.shape[2:])[inverse][:n]
+    masked). `chunk` 0, or a module being initialised: the method on every row at once."""
+    bound = getattr(module, method.__name__) if method else module
+    if not chunk or fg.shape[0] <= chunk or self.is_initializing():
+      return bound(*inputs)
+    fn, variables = self._pure(module, method)
+    return foreground_rows(fn, chunk, variables, tuple(inputs), fg)
 
   def _valid_heads(self, inputs, valid, chunk: int):
     """`_heads` on the valid detections only, `chunk` at a time in a while loop (static
@@ -246,14 +225,8 @@ class MatchRCNN(nn.Module):
       pooled_m = pooled_ml[:, :km]
     else:
       pooled_m = self.pool(pyramid, m_rois, c.mask_head.roi_size)
-    mask_head = self._pure(self.mask_head)
-
-    def class_mask_logits(x, cls):
-      logits = mask_head(x)
-      return jnp.einsum("nhwc,nc->nhw", logits, jax.nn.one_hot(cls, c.num_classes,
-                                                               dtype=logits.dtype))
     mask_logits = self._foreground_chunks(
-        class_mask_logits,
+        self.mask_head, heads.MaskHead.class_logits,
         (pooled_m.reshape(n * km, *pooled_m.shape[2:]), m_classes.reshape(-1)),
         m_fg.reshape(-1), chunk)
     out["mask_logits"] = mask_logits.reshape(n, km, *mask_logits.shape[1:])
@@ -267,14 +240,10 @@ class MatchRCNN(nn.Module):
     channels, _ = postprocess.block_channels(flat_cls)
     pooled_l = (pooled_ml[:, :kl] if shared
                 else self.pool(pyramid, l_rois, c.landmark_head.roi_size))
-    block_logits = self._pure(self.landmark_head, heads.LandmarkHead.block_logits)
-
-    def flat_block_logits(x, ch):
-      block = block_logits(x, ch)  # [n, 4S, 4S, K]
-      return block.reshape(block.shape[0], -1, block.shape[-1])
     block = self._foreground_chunks(
-        flat_block_logits, (pooled_l.reshape(-1, *pooled_l.shape[2:]), channels),
-        l_fg.reshape(-1), chunk)
+        self.landmark_head, heads.LandmarkHead.block_logits,
+        (pooled_l.reshape(-1, *pooled_l.shape[2:]), channels), l_fg.reshape(-1), chunk)
+    block = block.reshape(block.shape[0], -1, block.shape[-1])  # [n, 4S * 4S, K]
     heatmap = 4 * c.landmark_head.roi_size  # 56
     out["landmark_logits"] = block.reshape(n, kl, -1, block.shape[-1])
     gt_lm = jnp.take_along_axis(targets["landmarks"], l_matched[..., None, None], axis=1)
@@ -379,3 +348,85 @@ def init(model: MatchRCNN, rng, image_shape=(128, 128)):
   """Variables {'params', 'batch_stats'} for images of `image_shape`."""
   images = jnp.zeros((1, *image_shape, 3), jnp.float32)
   return jax.jit(lambda r, x: model.init(r, x, method=MatchRCNN.initialize))(rng, images)
+
+
+def _row_order(rows, chunk):
+  """Row order (selected rows first, padded to a multiple of `chunk` with the index N of an
+  extra zero row) and the number of selected rows."""
+  n = rows.shape[0]
+  order = jnp.argsort(~rows, stable=True)
+  return jnp.concatenate([order, jnp.full((-n % chunk,), n, order.dtype)]), rows.sum()
+
+
+def _with_zero_row(x):
+  return jnp.concatenate([x, jnp.zeros((1, *x.shape[1:]), x.dtype)])
+
+
+def _masked(fn, chunk, start, count):
+  """`fn` on the chunk of rows at `start`, zeros for its rows past `count` (the filler)."""
+  def masked(variables, *args):
+    y = fn(variables, *args)
+    keep = (start + jnp.arange(chunk)) < count
+    return jnp.where(keep.reshape(-1, *(1,) * (y.ndim - 1)), y, 0).astype(y.dtype)
+  return masked
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def foreground_rows(fn, chunk, variables, inputs, rows):
+  """`fn(variables, *inputs)` on the rows of `inputs` where `rows` (bool [N]), `chunk` rows
+  at a time, in a while loop over the selected rows only (static shapes, data-dependent trip
+  count); zeros for the other rows. Its gradient (a custom VJP) runs the same loop: each
+  chunk's forward again, then its backward, the parameter gradients summed in the loop's
+  carry; no activation is kept between the passes. So the forward and the backward cost what
+  the selected rows need, not N: the training mask and landmark streams on the foreground RoIs.
+  `fn` must treat rows independently; integer inputs get no gradient."""
+  return _foreground_rows_fwd(fn, chunk, variables, inputs, rows)[0]
+
+
+def _foreground_rows_fwd(fn, chunk, variables, inputs, rows):
+  n = rows.shape[0]
+  order, count = _row_order(rows, chunk)
+  padded = tuple(_with_zero_row(x) for x in inputs)
+  shape = jax.eval_shape(fn, variables, *(x[:chunk] for x in padded))
+  out = jnp.zeros((n + 1, *shape.shape[1:]), shape.dtype)
+
+  def body(carry):
+    start, out = carry
+    idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
+    y = _masked(fn, chunk, start, count)(variables, *(x[idx] for x in padded))
+    return start + chunk, out.at[idx].set(y)
+
+  _, out = jax.lax.while_loop(lambda c: c[0] < count, body, (jnp.zeros((), jnp.int32), out))
+  return out[:n], (variables, padded, order, count)
+
+
+def _foreground_rows_bwd(fn, chunk, res, dy):
+  variables, padded, order, count = res
+  n = dy.shape[0]
+  dy = _with_zero_row(dy)
+  diff = [jnp.issubdtype(x.dtype, jnp.inexact) for x in padded]
+
+  def body(carry):
+    start, d_vars, d_inputs = carry
+    idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
+    rows = [x[idx] for x in padded]
+
+    def chunk_fn(v, *float_rows):
+      it = iter(float_rows)
+      return _masked(fn, chunk, start, count)(v, *(next(it) if d else x
+                                                   for x, d in zip(rows, diff)))
+    _, vjp = jax.vjp(chunk_fn, variables, *(x for x, d in zip(rows, diff) if d))
+    grads = vjp(dy[idx])
+    return (start + chunk, jax.tree.map(jnp.add, d_vars, grads[0]),
+            tuple(g_all.at[idx].add(g) for g_all, g in zip(d_inputs, grads[1:])))
+
+  init = (jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, variables),
+          tuple(jnp.zeros_like(x) for x, d in zip(padded, diff) if d))
+  _, d_vars, d_inputs = jax.lax.while_loop(lambda c: c[0] < count, body, init)
+  it = iter(d_inputs)
+  d_inputs = tuple(next(it)[:n] if d else np.zeros((n, *x.shape[1:]), jax.dtypes.float0)
+                   for x, d in zip(padded, diff))
+  return d_vars, d_inputs, np.zeros((n,), jax.dtypes.float0)
+
+
+foreground_rows.defvjp(_foreground_rows_fwd, _foreground_rows_bwd)
