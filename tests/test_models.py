@@ -108,6 +108,37 @@ def test_training_forward_shapes(tiny_model):
   assert bool(out["roi_is_fg"].any(1).all())
 
 
+def test_foreground_rows_value_and_gradients():
+  """`match_rcnn.foreground_rows` equals the function on every row with the unselected rows
+  zeroed, with the same gradients for the parameters and the float inputs, for a selection
+  that is not a multiple of the chunk (filler rows in the last chunk) and for none at all;
+  integer inputs pass through."""
+  def fn(v, x, k):  # rows independent; k (int) picks a column of v["w"] per row
+    h = jnp.tanh(x @ v["w"]) * v["b"]
+    return h * jax.nn.one_hot(k, h.shape[-1]) + h ** 2
+
+  rng = np.random.default_rng(0)
+  v = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.float32(1.5)}
+  x = jnp.asarray(rng.normal(size=(11, 3)), jnp.float32)
+  k = jnp.asarray(rng.integers(0, 4, 11), jnp.int32)
+  cot = jnp.asarray(rng.normal(size=(11, 4)), jnp.float32)
+  for selected in ([1, 2, 5, 7, 10], []):
+    rows = jnp.zeros(11, bool).at[jnp.asarray(selected, jnp.int32)].set(True)
+
+    def dense(v, x, rows=rows):
+      return jnp.sum(jnp.where(rows[:, None], fn(v, x, k), 0) * cot)
+
+    def chunked(v, x, rows=rows):
+      return jnp.sum(match_rcnn.foreground_rows(fn, 2, v, (x, k), rows) * cot)
+    y = jax.jit(lambda v, x, rows=rows: match_rcnn.foreground_rows(fn, 2, v, (x, k), rows))(v, x)
+    np.testing.assert_allclose(y, jnp.where(rows[:, None], fn(v, x, k), 0), rtol=1e-6,
+                               atol=1e-6)
+    (g_v, g_x), (r_v, r_x) = (jax.jit(jax.grad(f, (0, 1)))(v, x) for f in (chunked, dense))
+    for a, b in zip(jax.tree.leaves((g_v, g_x)), jax.tree.leaves((r_v, r_x))):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert bool(jnp.all(g_x[~rows] == 0)) and (not selected or float(jnp.abs(g_v["w"]).sum()) > 0)
+
+
 def test_foreground_chunked_heads_match_every_slot(tiny_model):
   """The training heads run chunk by chunk on the foreground RoIs only (skipping the rest);
   losses and gradients are those of the heads on every RoI slot."""
