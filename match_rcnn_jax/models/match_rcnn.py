@@ -130,9 +130,8 @@ class MatchRCNN(nn.Module):
     (`foreground_rows`): the forward and the backward pass cost what the batch's foreground
     holds, not the number of RoI slots. Background rows' outputs are zeros (their losses are
     masked). `chunk` 0, or a module being initialised: the method on every row at once."""
-    bound = getattr(module, method.__name__) if method else module
     if not chunk or fg.shape[0] <= chunk or self.is_initializing():
-      return bound(*inputs)
+      return (getattr(module, method.__name__) if method else module)(*inputs)
     fn, variables = self._pure(module, method)
     return foreground_rows(fn, chunk, variables, tuple(inputs), fg)
 
@@ -142,16 +141,13 @@ class MatchRCNN(nn.Module):
     of detection slots. Outputs of invalid slots are unspecified (zeros, or the values of
     the last chunk's filler)."""
     n = valid.shape[0]
-    pad = -n % chunk
-    order = jnp.argsort(~valid, stable=True)  # valid detections first
-    order = jnp.concatenate([order, jnp.full((pad,), n, order.dtype)])  # pads: row n, dropped
-    count = valid.sum()
+    order, count = _row_order(valid, chunk)  # valid detections first; pads: row n, dropped
     c = self.config
     size = 2 * c.mask_head.roi_size
     init = (jnp.zeros((n + 1, size, size), jnp.float32),
             jnp.zeros((n + 1, c.landmark_head.num_landmarks, 3), jnp.float32),
             jnp.zeros((n + 1, c.match_head.dim), jnp.float32))
-    padded = tuple(jnp.concatenate([x, jnp.zeros((1, *x.shape[1:]), x.dtype)]) for x in inputs)
+    padded = tuple(_with_zero_row(x) for x in inputs)
 
     def cond_fn(mdl, carry):
       return carry[0] < count
