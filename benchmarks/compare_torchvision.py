@@ -118,6 +118,7 @@ def _our_model_config(cfg):
   m.detections.score_threshold = cfg.score_threshold
   m.detections.head_chunk = cfg.head_chunk
   m.train.head_chunk = cfg.get("train_head_chunk", m.train.head_chunk)
+  m.train.head_keep_rows = cfg.get("train_head_keep_rows", m.train.head_keep_rows)
   m.mask_head.channels = cfg.mask_channels
   m.landmark_head.channels, m.landmark_head.num_convs = (cfg.landmark_channels,
                                                          cfg.landmark_convs)

@@ -32,6 +32,9 @@ def get_config():
       # ours, training: mask / landmark heads on the foreground RoIs, 8 at a time (0: on all
       # mask_rois / landmark_rois slots, as fixed-shape implementations do)
       "train_head_chunk": 8,
+      # ours, training: the activations of the first 32 foreground RoIs kept for the backward
+      # pass (the later chunks' forward runs again there)
+      "train_head_keep_rows": 32,
       "mask_channels": 256, "landmark_channels": 512, "landmark_convs": 8,
       "dtype": "float32",  # ours; torchvision runs float32 on the CPU
       "amp": False,  # torchvision under torch.autocast (on a GPU: bfloat16)

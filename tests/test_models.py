@@ -111,8 +111,9 @@ def test_training_forward_shapes(tiny_model):
 def test_foreground_rows_value_and_gradients():
   """`match_rcnn.foreground_rows` equals the function on every row with the unselected rows
   zeroed, with the same gradients for the parameters and the float inputs, for a selection
-  that is not a multiple of the chunk (filler rows in the last chunk) and for none at all;
-  integer inputs pass through."""
+  that is not a multiple of the chunk (filler rows in the last chunk) and for none at all,
+  with every chunk's activations recomputed in the backward, the first chunk's kept and the
+  rest recomputed, and all kept; integer inputs pass through."""
   def fn(v, x, k):  # rows independent; k (int) picks a column of v["w"] per row
     h = jnp.tanh(x @ v["w"]) * v["b"]
     return h * jax.nn.one_hot(k, h.shape[-1]) + h ** 2
@@ -122,15 +123,23 @@ def test_foreground_rows_value_and_gradients():
   x = jnp.asarray(rng.normal(size=(11, 3)), jnp.float32)
   k = jnp.asarray(rng.integers(0, 4, 11), jnp.int32)
   cot = jnp.asarray(rng.normal(size=(11, 4)), jnp.float32)
-  for selected in ([1, 2, 5, 7, 10], []):
+  padded = tuple(match_rcnn._with_zero_row(a) for a in (x, k))
+  _, avals, varying = match_rcnn._residual_layout(fn, 2, v, padded, [True, False])
+  # What varies from chunk to chunk: the rows' activations, not the kernel.
+  assert any(varying) and not all(varying)
+  assert all(a.shape[0] == 2 for a, f in zip(avals, varying) if f)
+  assert (3, 4) in [a.shape for a, f in zip(avals, varying) if not f]
+  for keep, selected in [(0, [1, 2, 5, 7, 10]), (1, [1, 2, 5, 7, 10]), (9, [0, 1, 2, 5, 7, 10]),
+                         (1, [])]:
     rows = jnp.zeros(11, bool).at[jnp.asarray(selected, jnp.int32)].set(True)
 
     def dense(v, x, rows=rows):
       return jnp.sum(jnp.where(rows[:, None], fn(v, x, k), 0) * cot)
 
-    def chunked(v, x, rows=rows):
-      return jnp.sum(match_rcnn.foreground_rows(fn, 2, v, (x, k), rows) * cot)
-    y = jax.jit(lambda v, x, rows=rows: match_rcnn.foreground_rows(fn, 2, v, (x, k), rows))(v, x)
+    def chunked(v, x, rows=rows, keep=keep):
+      return jnp.sum(match_rcnn.foreground_rows(fn, 2, keep, v, (x, k), rows) * cot)
+    y = jax.jit(lambda v, x, rows=rows, keep=keep: match_rcnn.foreground_rows(
+        fn, 2, keep, v, (x, k), rows))(v, x)
     np.testing.assert_allclose(y, jnp.where(rows[:, None], fn(v, x, k), 0), rtol=1e-6,
                                atol=1e-6)
     (g_v, g_x), (r_v, r_x) = (jax.jit(jax.grad(f, (0, 1)))(v, x) for f in (chunked, dense))
@@ -140,7 +149,8 @@ def test_foreground_rows_value_and_gradients():
 
 
 def test_foreground_chunked_heads_match_every_slot(tiny_model):
-  """The training heads run chunk by chunk on the foreground RoIs only (skipping the rest);
+  """The training heads run chunk by chunk on the foreground RoIs only (skipping the rest;
+  the first chunk's activations kept for the backward pass, the later chunks' recomputed);
   losses and gradients are those of the heads on every RoI slot."""
   from match_rcnn_jax.training import losses as losses_lib
   cfg, _, variables, _, _ = tiny_model
@@ -165,6 +175,7 @@ def test_foreground_chunked_heads_match_every_slot(tiny_model):
   for chunk in (0, 4):
     mc = ml_collections.ConfigDict(cfg.to_dict())
     mc.train.head_chunk = chunk
+    mc.train.head_keep_rows = 4  # the first chunk's activations kept, the later recomputed
     model = match_rcnn.build(mc)
 
     def loss(params, model=model):
@@ -176,7 +187,7 @@ def test_foreground_chunked_heads_match_every_slot(tiny_model):
         variables["params"])
     results.append((jax.device_get(losses), jax.device_get(grads), int(fg)))
   (l0, g0, fg0), (l1, g1, fg1) = results
-  assert fg0 == fg1 and 0 < fg1 < n * cfg.train.mask_rois_per_image  # some slots are skipped
+  assert fg0 == fg1 and 4 < fg1 < n * cfg.train.mask_rois_per_image  # some slots are skipped
   assert l1["loss_mask"] > 0 and l1["loss_landmark"] > 0
   for k in l0:
     np.testing.assert_allclose(l1[k], l0[k], rtol=1e-5, atol=1e-6, err_msg=k)

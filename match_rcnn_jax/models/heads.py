@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -77,25 +79,33 @@ class Deconv2x(nn.Module):
                ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
       bias = b
     else:
-      # Per-sample kernels: patches [N, H, W, size * size * in] x [N, ..., 4 * K].
-      sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
-      sub = jnp.moveaxis(sub, 4, 0)  # [N, kh, kw, in, 4, K]
-      if self.matmul or jax.default_backend() == "cpu":
-        # Shifted slices: on the CPU XLA runs the patches below as a convolution with an
-        # identity kernel, about 4x slower than the per-sample product that follows.
-        patches = layers.patches(x, size, pad)  # channel order: (kh, kw, in)
-      else:
-        patches = jax.lax.conv_general_dilated_patches(
-            x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))  # channel order: (in, kh, kw)
-        sub = sub.transpose(0, 3, 1, 2, 4, 5)  # [N, in, kh, kw, 4, K]
-      sub = sub.reshape(x.shape[0], c_in * size * size, -1).astype(self.dtype)
-      y = jnp.einsum("nhwp,npc->nhwc", patches, sub)
+      # The per-sample patches and kernels are recomputed for the backward pass rather than
+      # kept (9x and 4 x 9 x K / H / W the size of x): a gather and slices.
+      y = jax.checkpoint(functools.partial(self._per_sample, size=size, pad=pad))(
+          x, kernel, channels)
       bias = b[channels][:, None, None, :]
     n, h, wd, _ = y.shape
     out = y.shape[-1] // 4
     y = y.reshape(n, h, wd, 2, 2, out).transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(n, 2 * h, 2 * wd, out) + bias.astype(self.dtype)
+
+  def _per_sample(self, x, kernel, channels, size, pad):
+    """x [N, H, W, in] with each sample's own output channels [N, K] of `kernel`
+    [size, size, in, 4, out]: patches [N, H, W, size * size * in] x [N, ..., 4 * K]."""
+    c_in = x.shape[-1]
+    sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
+    sub = jnp.moveaxis(sub, 4, 0)  # [N, kh, kw, in, 4, K]
+    if self.matmul or jax.default_backend() == "cpu":
+      # Shifted slices: on the CPU XLA runs the patches below as a convolution with an
+      # identity kernel, about 4x slower than the per-sample product that follows.
+      patches = layers.patches(x, size, pad)  # channel order: (kh, kw, in)
+    else:
+      patches = jax.lax.conv_general_dilated_patches(
+          x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))  # channel order: (in, kh, kw)
+      sub = sub.transpose(0, 3, 1, 2, 4, 5)  # [N, in, kh, kw, 4, K]
+    sub = sub.reshape(x.shape[0], c_in * size * size, -1).astype(self.dtype)
+    return jnp.einsum("nhwp,npc->nhwc", patches, sub)
 
   def _phase_kernel(self, w, c_in):
     taps = _TAPS[(self.kernel, self.padding)]

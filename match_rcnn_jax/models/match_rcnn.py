@@ -14,6 +14,7 @@ import functools
 
 import flax.linen as nn
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -125,15 +126,16 @@ class MatchRCNN(nn.Module):
     return (lambda variables, *args: unbound.apply(variables, *args, method=method),
             module.variables)
 
-  def _foreground_chunks(self, module, method, inputs, fg, chunk: int):
+  def _foreground_chunks(self, module, method, inputs, fg, chunk: int, keep_rows: int = 0):
     """`module`'s `method` on the rows of `inputs` where `fg`, `chunk` rows at a time
-    (`foreground_rows`): the forward and the backward pass cost what the batch's foreground
-    holds, not the number of RoI slots. Background rows' outputs are zeros (their losses are
-    masked). `chunk` 0, or a module being initialised: the method on every row at once."""
+    (`foreground_rows`; the activations of the first `keep_rows` rows kept for the backward
+    pass): the forward and the backward pass cost what the batch's foreground holds, not
+    the number of RoI slots. Background rows' outputs are zeros (their losses are masked).
+    `chunk` 0, or a module being initialised: the method on every row at once."""
     if not chunk or fg.shape[0] <= chunk or self.is_initializing():
       return (getattr(module, method.__name__) if method else module)(*inputs)
     fn, variables = self._pure(module, method)
-    return foreground_rows(fn, chunk, variables, tuple(inputs), fg)
+    return foreground_rows(fn, chunk, keep_rows // chunk, variables, tuple(inputs), fg)
 
   def _valid_heads(self, inputs, valid, chunk: int):
     """`_heads` on the valid detections only, `chunk` at a time in a while loop (static
@@ -211,7 +213,7 @@ class MatchRCNN(nn.Module):
     # Mask and landmark streams on the first (foreground) RoIs.
     def first(k, key):
       return rois[key][:, :k]
-    chunk = t.get("head_chunk", 0)
+    chunk, keep = t.get("head_chunk", 0), t.get("head_keep_rows", 0)
     km, kl = t.mask_rois_per_image, t.landmark_rois_per_image
     m_rois, m_matched, m_fg = first(km, "rois"), first(km, "matched"), first(km, "is_fg")
     m_classes = first(km, "labels")
@@ -224,7 +226,7 @@ class MatchRCNN(nn.Module):
     mask_logits = self._foreground_chunks(
         self.mask_head, heads.MaskHead.class_logits,
         (pooled_m.reshape(n * km, *pooled_m.shape[2:]), m_classes.reshape(-1)),
-        m_fg.reshape(-1), chunk)
+        m_fg.reshape(-1), chunk, keep)
     out["mask_logits"] = mask_logits.reshape(n, km, *mask_logits.shape[1:])
     out["mask_targets"] = jax.vmap(lambda r, m, b, cr: tgt.mask_targets(
         r, m, b, cr, mask_logits.shape[-1]))(m_rois, m_matched, gt_boxes, targets["mask_crops"])
@@ -238,7 +240,8 @@ class MatchRCNN(nn.Module):
                 else self.pool(pyramid, l_rois, c.landmark_head.roi_size))
     block = self._foreground_chunks(
         self.landmark_head, heads.LandmarkHead.block_logits,
-        (pooled_l.reshape(-1, *pooled_l.shape[2:]), channels), l_fg.reshape(-1), chunk)
+        (pooled_l.reshape(-1, *pooled_l.shape[2:]), channels), l_fg.reshape(-1), chunk,
+        keep)
     block = block.reshape(block.shape[0], -1, block.shape[-1])  # [n, 4S * 4S, K]
     heatmap = 4 * c.landmark_head.roi_size  # 56
     out["landmark_logits"] = block.reshape(n, kl, -1, block.shape[-1])
@@ -331,8 +334,11 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
                 "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5, "mask_rois_per_image": 128,
                 "landmark_rois_per_image": 64, "pair_rois_per_image": 8,
                 # > 0: the mask and landmark heads run on the foreground RoIs only, that
-                # many at a time (0: on every RoI slot).
-                "head_chunk": 16},
+                # many at a time (0: on every RoI slot); the activations of the first
+                # head_keep_rows foreground RoIs are kept for the backward pass (buffers of
+                # that many rows: about 12 MB a row for the default heads), the later ones'
+                # forward runs again there.
+                "head_chunk": 16, "head_keep_rows": 32},
   })
 
 
@@ -367,24 +373,86 @@ def _masked(fn, chunk, start, count):
   return masked
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def foreground_rows(fn, chunk, variables, inputs, rows):
+def _chunk_vjp(fn, chunk, variables, start, count, rows, diff):
+  """(output, VJP) of `fn` on the chunk of `rows` at `start` (zeros past `count`), the VJP with
+  respect to the variables and the floating-point rows (`diff`)."""
+  def chunk_fn(v, *float_rows):
+    it = iter(float_rows)
+    return _masked(fn, chunk, start, count)(v, *(next(it) if d else x
+                                                 for x, d in zip(rows, diff)))
+  return jax.vjp(chunk_fn, variables, *(x for x, d in zip(rows, diff) if d))
+
+
+def _residual_layout(fn, chunk, variables, padded, diff):
+  """The tree structure of a chunk's VJP, the shapes of its leaves (the residuals) and which of
+  them vary from chunk to chunk (depend on the chunk's rows or position), rather than being
+  functions of the variables alone (the kernels themselves, their transforms), found by
+  following the data flow of the traced VJP."""
+  box = {}
+
+  def leaves(v, start, count, *rows):
+    _, vjp = _chunk_vjp(fn, chunk, v, start, count, rows, diff)
+    flat, box["tree"] = jax.tree.flatten(vjp)
+    return flat
+
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+  closed = jax.make_jaxpr(leaves)(
+      jax.tree.map(lambda x: spec(x.shape, x.dtype), variables), spec((), jnp.int32),
+      spec((), jnp.int32), *(spec((chunk, *x.shape[1:]), x.dtype) for x in padded))
+  jaxpr = closed.jaxpr
+  varying = set(jaxpr.invars[len(jax.tree.leaves(variables)):])
+  for eqn in jaxpr.eqns:
+    if any(isinstance(v, jax.extend.core.Var) and v in varying for v in eqn.invars):
+      varying.update(eqn.outvars)
+  flags = [isinstance(v, jax.extend.core.Var) and v in varying for v in jaxpr.outvars]
+  return box["tree"], [v.aval for v in jaxpr.outvars], flags
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def foreground_rows(fn, chunk, keep, variables, inputs, rows):
   """`fn(variables, *inputs)` on the rows of `inputs` where `rows` (bool [N]), `chunk` rows
   at a time, in a while loop over the selected rows only (static shapes, data-dependent trip
-  count); zeros for the other rows. Its gradient (a custom VJP) runs the same loop: each
-  chunk's forward again, then its backward, the parameter gradients summed in the loop's
-  carry; no activation is kept between the passes. So the forward and the backward cost what
-  the selected rows need, not N: the training mask and landmark streams on the foreground RoIs.
+  count); zeros for the other rows. Its gradient (a custom VJP) runs the same loop backward,
+  the parameter gradients summed in the loop's carry. The residuals of the first `keep`
+  chunks (the activations their backward needs) are kept from the forward pass, in buffers of
+  `keep` chunks; the chunks past those run their forward again in the backward loop. So the
+  forward and the backward cost what the selected rows need, not N, and the memory is bounded
+  whatever the foreground: the training mask and landmark streams on the foreground RoIs.
   `fn` must treat rows independently; integer inputs get no gradient."""
-  return _foreground_rows_fwd(fn, chunk, variables, inputs, rows)[0]
+  return _foreground_rows_fwd(fn, chunk, keep, variables, inputs, rows)[0]
 
 
-def _foreground_rows_fwd(fn, chunk, variables, inputs, rows):
+def _foreground_rows_fwd(fn, chunk, keep, variables, inputs, rows):
   n = rows.shape[0]
   order, count = _row_order(rows, chunk)
   padded = tuple(_with_zero_row(x) for x in inputs)
+  diff = [jnp.issubdtype(x.dtype, jnp.inexact) for x in padded]
   shape = jax.eval_shape(fn, variables, *(x[:chunk] for x in padded))
   out = jnp.zeros((n + 1, *shape.shape[1:]), shape.dtype)
+  keep = min(keep, -(-n // chunk))
+  start = jnp.zeros((), jnp.int32)
+  kept = []
+  if keep:
+    _, avals, flags = _residual_layout(fn, chunk, variables, padded, diff)
+    # The residuals that are functions of the variables alone, once, outside the loop (XLA
+    # drops the rest of this chunk's work): carried through the loop, they would be copied
+    # into its state at every iteration.
+    _, vjp = _chunk_vjp(fn, chunk, variables, start, start, [x[:chunk] for x in padded], diff)
+    fixed = [None if f else r for r, f in zip(jax.tree.leaves(vjp), flags)]
+
+    def keep_body(carry):
+      start, out, kept = carry
+      idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
+      y, vjp = _chunk_vjp(fn, chunk, variables, start, count, [x[idx] for x in padded], diff)
+      varying = [r for r, f in zip(jax.tree.leaves(vjp), flags) if f]
+      kept = [buf.at[start // chunk].set(r) for buf, r in zip(kept, varying)]
+      return start + chunk, out.at[idx].set(y), kept
+
+    kept = [jnp.zeros((keep, *a.shape), a.dtype) for a, f in zip(avals, flags) if f]
+    start, out, kept = jax.lax.while_loop(
+        lambda c: c[0] < jnp.minimum(count, keep * chunk), keep_body, (start, out, kept))
+    it = iter(kept)
+    kept = [next(it) if f else r for r, f in zip(fixed, flags)]
 
   def body(carry):
     start, out = carry
@@ -392,33 +460,42 @@ def _foreground_rows_fwd(fn, chunk, variables, inputs, rows):
     y = _masked(fn, chunk, start, count)(variables, *(x[idx] for x in padded))
     return start + chunk, out.at[idx].set(y)
 
-  _, out = jax.lax.while_loop(lambda c: c[0] < count, body, (jnp.zeros((), jnp.int32), out))
-  return out[:n], (variables, padded, order, count)
+  _, out = jax.lax.while_loop(lambda c: c[0] < count, body, (start, out))
+  return out[:n], (variables, padded, order, count, kept)
 
 
-def _foreground_rows_bwd(fn, chunk, res, dy):
-  variables, padded, order, count = res
+def _foreground_rows_bwd(fn, chunk, keep, res, dy):
+  variables, padded, order, count, kept = res
   n = dy.shape[0]
   dy = _with_zero_row(dy)
   diff = [jnp.issubdtype(x.dtype, jnp.inexact) for x in padded]
+  keep = min(keep, -(-n // chunk))
 
-  def body(carry):
+  def add(carry, idx, vjp):
     start, d_vars, d_inputs = carry
-    idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
-    rows = [x[idx] for x in padded]
-
-    def chunk_fn(v, *float_rows):
-      it = iter(float_rows)
-      return _masked(fn, chunk, start, count)(v, *(next(it) if d else x
-                                                   for x, d in zip(rows, diff)))
-    _, vjp = jax.vjp(chunk_fn, variables, *(x for x, d in zip(rows, diff) if d))
     grads = vjp(dy[idx])
     return (start + chunk, jax.tree.map(jnp.add, d_vars, grads[0]),
             tuple(g_all.at[idx].add(g) for g_all, g in zip(d_inputs, grads[1:])))
 
-  init = (jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, variables),
-          tuple(jnp.zeros_like(x) for x, d in zip(padded, diff) if d))
-  _, d_vars, d_inputs = jax.lax.while_loop(lambda c: c[0] < count, body, init)
+  def kept_body(carry):  # the chunk's VJP from the residuals kept by the forward pass
+    idx = jax.lax.dynamic_slice(order, (carry[0],), (chunk,))
+    k = carry[0] // chunk
+    return add(carry, idx, jax.tree.unflatten(
+        tree, [buf[k] if f else buf for buf, f in zip(kept, flags)]))
+
+  def body(carry):  # the chunk's forward again, then its VJP
+    start = carry[0]
+    idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
+    _, vjp = _chunk_vjp(fn, chunk, variables, start, count, [x[idx] for x in padded], diff)
+    return add(carry, idx, vjp)
+
+  carry = (jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, variables),
+           tuple(jnp.zeros_like(x) for x, d in zip(padded, diff) if d))
+  if keep:
+    tree, _, flags = _residual_layout(fn, chunk, variables, padded, diff)
+    carry = jax.lax.while_loop(lambda c: c[0] < jnp.minimum(count, keep * chunk), kept_body,
+                               carry)
+  _, d_vars, d_inputs = jax.lax.while_loop(lambda c: c[0] < count, body, carry)
   it = iter(d_inputs)
   d_inputs = tuple(next(it)[:n] if d else np.zeros((n, *x.shape[1:]), jax.dtypes.float0)
                    for x, d in zip(padded, diff))
