@@ -336,8 +336,8 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
                 # > 0: the mask and landmark heads run on the foreground RoIs only, that
                 # many at a time (0: on every RoI slot); the activations of the first
                 # head_keep_rows foreground RoIs are kept for the backward pass (buffers of
-                # that many rows: about 12 MB a row for the default heads), the later ones'
-                # forward runs again there.
+                # that many rows: about 6.7 MB a row for the default mask and landmark heads),
+                # the later ones' forward runs again there.
                 "head_chunk": 16, "head_keep_rows": 32},
   })
 
