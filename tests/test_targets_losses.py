@@ -44,7 +44,7 @@ def test_rpn_targets_match_torchvision_matcher():
   labels, deltas = T.rpn_targets(jnp.asarray(anchors), jnp.asarray(gt), jnp.asarray(valid))
   matcher = Matcher(0.7, 0.3, allow_low_quality_matches=True)
   iou = ops.iou(jnp.asarray(gt[valid]), jnp.asarray(anchors))
-  ref = matcher(torch.from_numpy(np.asarray(iou))).numpy()
+  ref = matcher(torch.from_numpy(np.array(iou))).numpy()
   expect = np.where(ref >= 0, 1, np.where(ref == -1, 0, -1))
   np.testing.assert_array_equal(np.asarray(labels), expect)
   fg = ref >= 0
