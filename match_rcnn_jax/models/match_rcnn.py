@@ -408,6 +408,15 @@ def _residual_layout(fn, chunk, variables, padded, diff):
   return box["tree"], [v.aval for v in jaxpr.outvars], flags
 
 
+def _plan(fn, chunk, keep, variables, padded):
+  """What the forward and backward rules of `foreground_rows` must agree on: which inputs get
+  gradients (the floating-point ones), the number of chunks whose residuals are kept (at most
+  the number of chunks) and, when there are any, their layout (`_residual_layout`)."""
+  diff = [jnp.issubdtype(x.dtype, jnp.inexact) for x in padded]
+  keep = min(keep, -(-(padded[0].shape[0] - 1) // chunk))
+  return diff, keep, (_residual_layout(fn, chunk, variables, padded, diff) if keep else None)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def foreground_rows(fn, chunk, keep, variables, inputs, rows):
   """`fn(variables, *inputs)` on the rows of `inputs` where `rows` (bool [N]), `chunk` rows
@@ -426,14 +435,13 @@ def _foreground_rows_fwd(fn, chunk, keep, variables, inputs, rows):
   n = rows.shape[0]
   order, count = _row_order(rows, chunk)
   padded = tuple(_with_zero_row(x) for x in inputs)
-  diff = [jnp.issubdtype(x.dtype, jnp.inexact) for x in padded]
   shape = jax.eval_shape(fn, variables, *(x[:chunk] for x in padded))
   out = jnp.zeros((n + 1, *shape.shape[1:]), shape.dtype)
-  keep = min(keep, -(-n // chunk))
+  diff, keep, layout = _plan(fn, chunk, keep, variables, padded)
   start = jnp.zeros((), jnp.int32)
   kept = []
   if keep:
-    _, avals, flags = _residual_layout(fn, chunk, variables, padded, diff)
+    _, avals, flags = layout
     # The residuals that are functions of the variables alone, once, outside the loop (XLA
     # drops the rest of this chunk's work): carried through the loop, they would be copied
     # into its state at every iteration.
@@ -468,8 +476,7 @@ def _foreground_rows_bwd(fn, chunk, keep, res, dy):
   variables, padded, order, count, kept = res
   n = dy.shape[0]
   dy = _with_zero_row(dy)
-  diff = [jnp.issubdtype(x.dtype, jnp.inexact) for x in padded]
-  keep = min(keep, -(-n // chunk))
+  diff, keep, layout = _plan(fn, chunk, keep, variables, padded)
 
   def add(carry, idx, vjp):
     start, d_vars, d_inputs = carry
@@ -492,7 +499,7 @@ def _foreground_rows_bwd(fn, chunk, keep, res, dy):
   carry = (jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, variables),
            tuple(jnp.zeros_like(x) for x, d in zip(padded, diff) if d))
   if keep:
-    tree, _, flags = _residual_layout(fn, chunk, variables, padded, diff)
+    tree, _, flags = layout
     carry = jax.lax.while_loop(lambda c: c[0] < jnp.minimum(count, keep * chunk), kept_body,
                                carry)
   _, d_vars, d_inputs = jax.lax.while_loop(lambda c: c[0] < count, body, carry)
