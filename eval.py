@@ -48,18 +48,17 @@ def _model_variables(config, workdir, step):
   from match_rcnn_jax.training import checkpoints, optim
   from match_rcnn_jax.training import step as step_lib
   model = match_rcnn.build(config.model)
-  template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(0),
-                                            tuple(config.data.canvas)))
+  template = match_rcnn.variable_shapes(model, tuple(config.data.canvas))
   export = os.path.join(workdir, "export", "variables")
   if step is None and os.path.exists(export):
     return model, import_torchvision.load_variables(os.path.join(workdir, "export"), template)
   tx = optim.make(config.optimizer, template["params"], config.train.num_steps)
-  state = step_lib.create(template, tx, jax.random.PRNGKey(0))
+  state = jax.eval_shape(lambda: step_lib.create(template, tx, jax.random.PRNGKey(0)))
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   step = step if step is not None else mngr.latest_step()
   if step is None:
     raise FileNotFoundError(f"{workdir}: no export and no checkpoint to evaluate")
-  state = mngr.restore(step, args=checkpoints.ocp.args.StandardRestore(jax.device_get(state)))
+  state = mngr.restore(step, args=checkpoints.ocp.args.StandardRestore(state))
   return model, {"params": state.params, "batch_stats": state.batch_stats}
 
 

@@ -13,12 +13,9 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from match_rcnn_jax.data import pipeline, prepare  # noqa: E402
+from match_rcnn_jax.data import pipeline, prepare
 
 
 def _load_config(path):

@@ -31,15 +31,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "benchmarks")):
-  if path not in sys.path:
-    sys.path.insert(0, path)
+import compare_torchvision as bench  # this script's folder: run as `python benchmarks/...`
 
-import compare_torchvision as bench  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _time(fn, runs: int) -> tuple[float, float]:

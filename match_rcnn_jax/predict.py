@@ -47,8 +47,7 @@ def load_export(workdir: str):
   with open(cfg_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   model = match_rcnn.build(config.model)
-  template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(0),
-                                            tuple(config.data.canvas)))
+  template = match_rcnn.variable_shapes(model, tuple(config.data.canvas))
   return config, model, import_torchvision.load_variables(export, template)
 
 

@@ -26,7 +26,7 @@ def _run(tmp_path, env):
   base = {k: v for k, v in os.environ.items()
           if k not in host_malloc.SETTINGS and k != host_malloc.OPT_OUT}
   res = subprocess.run([sys.executable, str(script), "--flag", "a b"], capture_output=True,
-                       text=True, env={**base, "PYTHONPATH": os.getcwd(), **env})
+                       text=True, env={**base, **env})
   assert res.returncode == 0, res.stderr[-3000:]
   lines = res.stdout.strip().splitlines()
   return lines[:-1], json.loads(lines[-1])

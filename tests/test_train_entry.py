@@ -2,13 +2,15 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from match_rcnn_jax import predict, retrieve
 from match_rcnn_jax.data import schema
 
 
-def test_train_py_runs_and_resumes(tmp_path):  # and eval.py, predict, retrieve
+def test_train_py_runs_and_resumes(tmp_path, capsys):  # and eval.py, predict, retrieve
   workdir = tmp_path / "run"
   cmd = [sys.executable, "train.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
          "--config.train.num_steps=2", "--config.train.log_every=1",
@@ -41,12 +43,10 @@ def test_train_py_runs_and_resumes(tmp_path):  # and eval.py, predict, retrieve
   # The predictor CLI on held-out images (original pixels, the detected category's landmarks).
   raw = workdir / "data" / "tiny" / "raw" / "validation" / "image"
   images = sorted(raw.glob("*.jpg"))
+  # (In this process: `python -m match_rcnn_jax.predict ARGS` is `predict.main(ARGS)`.)
   out = tmp_path / "pred"
-  res = subprocess.run([sys.executable, "-m", "match_rcnn_jax.predict", "--workdir",
-                        str(workdir), "--images", str(images[0]), str(images[1]),
-                        "--output_dir", str(out), "--score_threshold", "0"],
-                       capture_output=True, text=True)
-  assert res.returncode == 0, res.stderr[-3000:]
+  assert predict.main(["--workdir", str(workdir), "--images", str(images[0]), str(images[1]),
+                       "--output_dir", str(out), "--score_threshold", "0"]) == 0
   for path in images[:2]:
     dets = json.loads((out / (path.stem + ".json")).read_text())
     with Image.open(path) as im:
@@ -60,19 +60,20 @@ def test_train_py_runs_and_resumes(tmp_path):  # and eval.py, predict, retrieve
       x, y, w, h = d["bbox"]
       assert 0 <= x <= x + w <= size[0] and 0 <= y <= y + h <= size[1]
       assert mask_utils.decode(d["segmentation"]).shape == (size[1], size[0])
-  res = subprocess.run([sys.executable, "-m", "match_rcnn_jax.predict", "--workdir",
-                        str(workdir), "--images", str(tmp_path / "missing.jpg"),
-                        "--output_dir", str(out)], capture_output=True, text=True)
-  assert res.returncode == 1 and "missing.jpg: cannot read the image" in res.stderr
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:
+    predict.main(["--workdir", str(workdir), "--images", str(tmp_path / "missing.jpg"),
+                  "--output_dir", str(out)])
+  assert exit_info.value.code == 1
+  assert "missing.jpg: cannot read the image" in capsys.readouterr().err
 
   # The retrieval CLI: index the held-out images, query with one of them.
   out = tmp_path / "ret"
-  res = subprocess.run([sys.executable, "-m", "match_rcnn_jax.retrieve", "--workdir",
-                        str(workdir), "--gallery_dir", str(raw), "--queries", str(images[0]),
-                        "--output_dir", str(out), "--top_k", "3", "--score_threshold", "0"],
-                       capture_output=True, text=True)
-  assert res.returncode == 0, res.stderr[-3000:]
-  assert f"indexed {8 * len(images)} garments in {len(images)} gallery images" in res.stdout
+  assert retrieve.main(["--workdir", str(workdir), "--gallery_dir", str(raw), "--queries",
+                        str(images[0]), "--output_dir", str(out), "--top_k", "3",
+                        "--score_threshold", "0"]) == 0
+  stdout = capsys.readouterr().out
+  assert f"indexed {8 * len(images)} garments in {len(images)} gallery images" in stdout
   found = json.loads((out / (images[0].stem + ".json")).read_text())
   assert len(found) == 8
   for r in found:

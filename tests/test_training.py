@@ -23,8 +23,9 @@ def _config(data_dir):
 def _exported(workdir):
   config = tiny.get_config()
   model = match_rcnn.build(config.model)
-  template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(0), (128, 128)))
-  return import_torchvision.load_variables(os.path.join(workdir, "export"), template)
+  template = match_rcnn.variable_shapes(model, (128, 128))
+  return jax.device_get(import_torchvision.load_variables(os.path.join(workdir, "export"),
+                                                          template))
 
 
 @pytest.fixture(scope="module")
@@ -132,14 +133,13 @@ def test_sigkill_during_checkpoint_write_then_resume(uninterrupted, tiny_config,
   workdir_a, _ = uninterrupted
   workdir = str(tmp_path / "killed")
   cmd = [sys.executable, "tests/scripts/train_and_die.py", tiny_config.data.dir, workdir]
-  env = dict(os.environ, PYTHONPATH=os.getcwd())
-  res = subprocess.run(cmd + ["--kill_at_save", "4"], capture_output=True, text=True, env=env)
+  res = subprocess.run(cmd + ["--kill_at_save", "4"], capture_output=True, text=True)
   assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
   entries = os.listdir(os.path.join(workdir, "checkpoints"))
   assert "2" in entries and "4" not in entries
   assert any(e.startswith("4") and e != "4" for e in entries)  # the unfinished write
   assert not os.path.exists(os.path.join(workdir, "export"))
-  res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  res = subprocess.run(cmd, capture_output=True, text=True)
   assert res.returncode == 0, res.stderr[-2000:]
   assert "resuming from step 2" in res.stdout
   a, b = _exported(workdir_a), _exported(workdir)

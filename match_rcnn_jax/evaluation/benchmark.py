@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.evaluation import inference, retrieval, scoring
+from match_rcnn_jax.evaluation import retrieval, scoring
 
 DEFAULT_GALLERY_MIN_SCORE = 0.3  # configs without an `eval` section (older exports)
 
@@ -40,6 +40,7 @@ def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 
   """Runs inference over `split`, writes `out_dir/results.json` and
   `out_dir/retrieval_results.json` (the official result formats) and `out_dir/metrics.json`,
   and returns the metrics (shape in `scoring`)."""
+  from match_rcnn_jax.evaluation import inference  # TensorFlow: not for scoring files alone
   records, embeddings, sources = inference.predict_split(
       config, model, variables, split, host=host, progress=progress, with_embeddings=True)
   min_score = config.get("eval", {}).get("gallery_min_score", DEFAULT_GALLERY_MIN_SCORE)

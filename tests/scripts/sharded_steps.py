@@ -1,6 +1,8 @@
 """Runs 2 train steps of the tiny model on the same global batches with 1 device and with every
 device (start with XLA_FLAGS=--xla_force_host_platform_device_count=N); prints JSON with the
-losses of both and the largest parameter difference."""
+losses of both and the largest parameter difference. The global batches are those that two
+input hosts make together, so the 1-device losses are also the reference of the two-process run
+(multiprocess_steps.py)."""
 
 import json
 import sys
@@ -29,13 +31,30 @@ def run(config, devices, batches):
   return losses, jax.device_get(state.params), jax.device_get(state.batch_stats)
 
 
-def main():
+HOSTS = 2  # the global batches are those of 2 hosts (multiprocess_steps.py), 2 pairs each
+STEPS = 2
+
+
+def host_batches(config, host: int) -> list[dict]:
+  """The first STEPS local batches of input host `host` of HOSTS."""
+  local = config.pairs_per_batch // HOSTS
+  it = pipeline.as_numpy(pipeline.pair_dataset(config.data, "train", local,
+                                               host=(host, HOSTS)))
+  return [next(it) for _ in range(STEPS)]
+
+
+def tiny_config(data_dir):
   config = tiny.get_config()
-  config.data_dir = sys.argv[1]
-  config.data.dir = sys.argv[1]
-  config.pairs_per_batch = 4
-  it = pipeline.as_numpy(pipeline.pair_dataset(config.data, "train", 4, host=(0, 1)))
-  batches = [next(it) for _ in range(2)]
+  config.data_dir = config.data.dir = data_dir
+  config.pairs_per_batch = 2 * HOSTS
+  return config
+
+
+def main():
+  config = tiny_config(sys.argv[1])
+  per_host = [host_batches(config, h) for h in range(HOSTS)]  # in process order
+  batches = [{k: np.concatenate([p[s][k] for p in per_host]) for k in per_host[0][s]}
+             for s in range(STEPS)]
   one = run(config, jax.devices()[:1], batches)
   many = run(config, jax.devices(), batches)
   diff = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one[1:]),
