@@ -45,22 +45,27 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(one_and_four_devices, tiny_config):
+def test_two_processes_match_one(one_and_four_devices, tiny_config, tmp_path):
   """Two processes joined by jax.distributed on loopback (CPU collectives), each reading its own
   input files, give the losses of one device fed the same global batches."""
   script = "tests/scripts/multiprocess_steps.py"
   env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR",
                                                             "XLA_FLAGS")}
   port = str(_free_port())
-  procs = [subprocess.Popen([sys.executable, script, tiny_config.data.dir, port, str(i)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-           for i in range(2)]
+  # Output to files, not pipes: a process blocked on a full pipe would stall the other one in
+  # a collective while this test waits on the first.
+  logs = [(tmp_path / f"out{i}", tmp_path / f"err{i}") for i in range(2)]
+  procs = []
+  for i, (out, err) in enumerate(logs):
+    with open(out, "w") as fo, open(err, "w") as fe:
+      procs.append(subprocess.Popen([sys.executable, script, tiny_config.data.dir, port, str(i)],
+                                    stdout=fo, stderr=fe, text=True, env=env))
   outs = []
   try:
-    for p in procs:
-      stdout, stderr = p.communicate(timeout=420)
-      assert p.returncode == 0, stderr[-3000:]
-      outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    for p, (out, err) in zip(procs, logs):
+      p.wait(timeout=420)
+      assert p.returncode == 0, err.read_text()[-3000:]
+      outs.append(json.loads(out.read_text().strip().splitlines()[-1]))
   finally:
     for p in procs:
       p.kill()
