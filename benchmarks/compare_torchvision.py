@@ -173,7 +173,8 @@ def our_train_setup(cfg):
                               for m, b in zip(data["masks"], data["boxes"])]),
       "landmarks": data["landmarks"], "styles": data["styles"]}
   batch = {k: v.reshape(n // 2, 2, *v.shape[1:]) for k, v in flat.items()}
-  batch["pair_match"] = (batch["styles"][:, 0, :, None] == batch["styles"][:, 1, None, :])
+  # Pair p's shop and user image show product p: same pair_id, garments matched by style.
+  batch["pair_id"] = np.repeat(np.arange(n // 2, dtype=np.int32)[:, None], 2, axis=1)
   batch = jax.device_put(batch)  # device-resident: the step times exclude host transfers
   return model, state, train_step, batch, data
 

@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
       "pixel_mean": IMAGENET_MEAN,
       "pixel_std": IMAGENET_STD,
       "shuffle_buffer": 256,
+      # The (shop, user) pairs of a training batch show products of one category, so the match
+      # loss sees same-category garments of different products (retrieval's confusion set).
+      "pair_batches_by_category": True,
       "examples_per_shard": 1024,
       "seed": 0,
   })

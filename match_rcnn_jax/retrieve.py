@@ -96,6 +96,58 @@ def strip(query_image: np.ndarray, results: list[dict], height: int = 128) -> Im
   return sheet
 
 
+def _xywh(box):
+  x1, y1, x2, y2 = box
+  return [x1, y1, x2 - x1, y2 - y1]
+
+
+def result_strip(results: list, images: dict, top: int = 5, height: int = 96) -> Image.Image:
+  """Rows of a retrieval evaluation (`evaluation.retrieval.QueryResult`s): the query garment's
+  crop, then its first `top` gallery entries, each framed green when it is one of the query's
+  targets (the same product), grey otherwise. `images`: image id -> uint8 image."""
+  rows = []
+  for r in results:
+    q = r.record
+    tiles = [(_crop(images[q["query_image_id"]], _xywh(q["query_bbox"]), height),
+              f"query {q['query_image_id']}", (230, 25, 75))]
+    for t, (gid, box) in enumerate(zip(q["gallery_image_id"][:top], q["gallery_bbox"][:top])):
+      tiles.append((_crop(images[gid], _xywh(box), height), f"{t + 1}: {gid}",
+                    (60, 180, 75) if r.hits[t] else (170, 170, 170)))
+    rows.append(tiles)
+  width = max([sum(t.width + 8 for t, _, _ in row) for row in rows] + [height])
+  sheet = Image.new("RGB", (width, max(len(rows), 1) * (height + 20)), (255, 255, 255))
+  pen = ImageDraw.Draw(sheet)
+  for i, row in enumerate(rows):
+    x, y = 0, i * (height + 20)
+    for tile, caption, frame in row:
+      sheet.paste(tile, (x, y + 16))
+      pen.text((x + 2, y + 2), caption, fill=(0, 0, 0))
+      pen.rectangle([x, y + 16, x + tile.width - 1, y + 16 + height - 1], outline=frame,
+                    width=3)
+      x += tile.width + 8
+  return sheet
+
+
+def save_split_retrieval(data_dir: str, split: str, records: list[dict], path: str,
+                         count: int = 8, top: int = 5) -> list:
+  """Draws the first `count` represented query garments of `split` (by the official protocol,
+  from retrieval result `records`) with their top `top` shop garments, hits framed, into one
+  PNG at `path`; returns those `QueryResult`s."""
+  from match_rcnn_jax.data import pipeline
+  with open(os.path.join(data_dir, f"{split}_query.json")) as f:
+    query_gt = json.load(f)
+  with open(os.path.join(data_dir, f"{split}_gallery.json")) as f:
+    gallery_gt = json.load(f)
+  results = [r for r in retrieval.query_results(query_gt, gallery_gt, records)
+             if r.record is not None]
+  results = sorted(results, key=lambda r: r.item["query_image_id"])[:count]
+  ids = {r.record["query_image_id"] for r in results}
+  ids |= {g for r in results for g in r.record["gallery_image_id"][:top]}
+  images = pipeline.split_images(data_dir, split, ids)
+  result_strip(results, images, top).save(path)
+  return results
+
+
 def gallery_paths(folder: str) -> list[str]:
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"{folder}: not a folder of gallery images")

@@ -98,12 +98,14 @@ def test_retrieval_ground_truth(converted, synthetic_dir):
       if anno["source"] == "user":
         exp_q.append({"query_image_id": num, "style": item["style"], "cls": item["category_id"],
                       "pair_id": anno["pair_id"], "bbox": item["bounding_box"]})
-      elif item["style"] > 0:
+      else:
         exp_g.append({"gallery_image_id": num, "style": item["style"],
                       "pair_id": anno["pair_id"], "bbox": item["bounding_box"]})
   key = lambda d: json.dumps(d, sort_keys=True)  # noqa: E731
   assert sorted(map(key, query)) == sorted(map(key, exp_q))
   assert sorted(map(key, gallery)) == sorted(map(key, exp_g))
+  # Every shop item is in the gallery, the style-0 ones (distractors) included.
+  assert any(g["style"] == 0 for g in gallery) and any(g["style"] > 0 for g in gallery)
   assert report["query_items"] == len(exp_q) and report["gallery_items"] == len(exp_g)
 
 

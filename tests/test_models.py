@@ -58,6 +58,24 @@ def test_inference_shapes_and_no_recompilation(tiny_model):
   assert (outs[2]["boxes"][1, :, 3] <= 102.0 + 1e-4).all()
 
 
+def test_embeddings_of_given_boxes_are_those_of_the_same_detections(tiny_model):
+  """`boxes=` (e.g. ground-truth garments, here K = 3 of the detected boxes and 2 others)
+  gives `box_embeddings` [B, K, D]: the match embeddings the detections with those boxes got."""
+  cfg, model, variables, infer, _ = tiny_model
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 128, 128, 3))
+  sizes = jnp.array([[128.0, 128.0], [128.0, 128.0]])
+  dets = jax.device_get(infer(variables, images, sizes))
+  assert dets["valid"][:, :3].all()
+  boxes = np.concatenate([dets["boxes"][:, :3], np.tile([[[4.0, 4.0, 60, 90], [30, 8, 99, 40]]],
+                                                         (2, 1, 1))], 1)
+  out = jax.device_get(jax.jit(lambda v, x, s, b: model.apply(v, x, image_sizes=s, boxes=b))(
+      variables, images, sizes, jnp.asarray(boxes, jnp.float32)))
+  assert out["box_embeddings"].shape == (2, 5, cfg.match_head.dim)
+  np.testing.assert_allclose(out["box_embeddings"][:, :3], dets["embeddings"][:, :3], rtol=1e-4,
+                             atol=1e-4)
+  assert not np.allclose(out["box_embeddings"][:, 3], out["box_embeddings"][:, 4], atol=1e-3)
+
+
 def test_landmarks_only_in_predicted_block(tiny_model):
   cfg, _, variables, infer, _ = tiny_model
   out = jax.device_get(infer(variables, jax.random.normal(jax.random.PRNGKey(5), (2, 128, 128, 3)),
@@ -88,7 +106,7 @@ def test_training_forward_shapes(tiny_model):
       "mask_crops": jnp.ones((n, m, 16, 16)),
       "landmarks": jnp.zeros((n, m, 294, 3)),
       "styles": jnp.ones((n, m), jnp.int32),
-      "pair_match": jnp.ones((n // 2, m, m), bool),
+      "pair_id": jnp.array([1, 1, 2, 2]),
   }
   out, _ = jax.jit(lambda v, x, tg: model.apply(
       v, x, tg, train=True, rngs={"sampling": jax.random.PRNGKey(0)}, mutable=["batch_stats"]))(
@@ -100,9 +118,15 @@ def test_training_forward_shapes(tiny_model):
       n, t.mask_rois_per_image, 28, 28)
   assert out["landmark_logits"].shape == (n, t.landmark_rois_per_image, 56 * 56, 39)
   assert out["landmark_targets"].shape == (n, t.landmark_rois_per_image, 39)
-  k = t.pair_rois_per_image
-  assert out["pair_logits"].shape == (n // 2, k, k, 2)
-  assert out["pair_labels"].shape == out["pair_valid"].shape == (n // 2, k, k)
+  # Every shop RoI of the batch against every user RoI: (GT boxes + tight RoIs) per image.
+  rows = n // 2 * (m + t.pair_rois_per_image)
+  assert out["pair_logits"].shape == out["pair_labels"].shape == (rows, rows)
+  assert out["pair_valid"].shape == (rows, rows)
+  # Pair 0's shop GT items (pair_id 1, style 1) match pair 0's user GT items, not pair 1's.
+  labels, valid = np.asarray(out["pair_labels"]), np.asarray(out["pair_valid"])
+  r = m + t.pair_rois_per_image
+  assert labels[0, 0] == 1 and labels[0, r] == 0 and valid[0, r]
+  assert not valid[2].any() and not valid[:, 2].any()  # the padding GT slot
   assert int(out["rpn_sampled"].sum(1).max()) <= t.rpn_batch_per_image
   # GT boxes are appended to the proposals, so every image has foreground RoIs.
   assert bool(out["roi_is_fg"].any(1).all())
@@ -218,22 +242,58 @@ def test_group_norm_backbone_and_bfloat16():
   assert "batch_stats" not in v and all(jnp.isfinite(o.astype(jnp.float32)).all() for o in outs)
 
 
-def test_similarity_network():
+def test_match_embedding_batch_norm_skips_padding_rows():
   emb = matching.MatchEmbedding(channels=(8, 8, 8, 16), dim=4)
   x = jax.random.normal(jax.random.PRNGKey(0), (6, 7, 7, 8))
+  mask = jnp.array([True, True, True, True, False, False])
   v = emb.init(jax.random.PRNGKey(1), x)
-  out, state = emb.apply(v, x, train=True, mutable=["batch_stats"])
-  # Training BatchNorm normalises over the batch: zero mean, unit variance per dimension.
-  np.testing.assert_allclose(np.asarray(out).mean(0), 0, atol=1e-5)
-  assert (np.asarray(out).var(0) <= 1.0 + 1e-4).all()
-  assert not np.allclose(state["batch_stats"]["bn"]["mean"], 0)
-  sim = matching.Similarity()
-  sv = sim.init(jax.random.PRNGKey(2), out[:3], out[3:])
-  a = sim.apply(sv, out[:3], out[3:])
-  b = sim.apply(sv, out[3:], out[:3])
-  np.testing.assert_allclose(a, b, rtol=1e-6)  # symmetric in its two inputs
-  w, bias = sv["params"]["fc"]["kernel"], sv["params"]["fc"]["bias"]
-  np.testing.assert_allclose(a, ((out[:3] - out[3:]) ** 2) @ w + bias, rtol=1e-5, atol=1e-6)
+  junk = x.at[4:].set(100.0)  # padding rows far from the real ones
+  out, state = emb.apply(v, junk, train=True, mask=mask, mutable=["batch_stats"])
+  ref, ref_state = emb.apply(v, x[:4], train=True, mutable=["batch_stats"])
+  # The statistics (and the normalised rows) are those of the 4 real rows alone.
+  np.testing.assert_allclose(np.asarray(out)[:4], np.asarray(ref), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(state["batch_stats"]["bn"]["mean"],
+                             ref_state["batch_stats"]["bn"]["mean"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out)[:4].mean(0), 0, atol=1e-5)
+
+
+def test_similarity_cannot_reward_difference():
+  """The effective weight w (d = w . (v1 - v2)^2 + b) is never positive, whatever the raw
+  parameters (and after gradient steps that push it up), so moving two embeddings apart never
+  raises their match logit; `pairwise` equals the pair-by-pair network."""
+  sim = matching.Similarity(dim=16)
+  v1 = jax.random.normal(jax.random.PRNGKey(0), (5, 16))
+  v2 = jax.random.normal(jax.random.PRNGKey(1), (7, 16))
+  params = sim.init(jax.random.PRNGKey(2), v1[:1], v2[:1])["params"]
+  assert set(params) == {"weight", "bias"}
+  w0, b0 = matching.effective_weights(params)
+  scale = matching.Similarity.INIT_SCALE
+  np.testing.assert_allclose(w0, -scale / 16, rtol=1e-5)  # initially -INIT_SCALE / D
+  np.testing.assert_allclose(b0, scale, rtol=1e-6)
+  for raw in (jnp.full((16,), -30.0), jnp.full((16,), 30.0),
+              jax.random.normal(jax.random.PRNGKey(3), (16,)) * 10):
+    w, _ = matching.effective_weights({"weight": raw, "bias": 0.0})
+    assert bool((w <= 0).all())
+  # Gradient ascent on the logit of an unrelated pair: w can only approach 0 from below.
+  def logit(p):
+    return sim.apply({"params": p}, v1[0], v2[0])[1]
+  p = params
+  for _ in range(50):
+    g = jax.grad(logit)(p)
+    p = jax.tree.map(lambda a, b: a + 10.0 * b, p, g)
+  w, _ = matching.effective_weights(p)
+  assert bool((w <= 0).all())
+  far = v1[0] + 2.0 * (v2[0] - v1[0])  # twice as far from v1 along every dimension
+  assert float(logit(p)) >= float(sim.apply({"params": p}, v1[0], far)[1])
+  # The 2-way logits are [0, d]; pairwise gives d for every pair, symmetric in the two inputs.
+  pair = sim.apply({"params": params}, v1[:, None], v2[None, :])
+  np.testing.assert_array_equal(pair[..., 0], 0)
+  d = sim.apply({"params": params}, v1, v2, method=matching.Similarity.pairwise)
+  np.testing.assert_allclose(d, pair[..., 1], rtol=1e-5, atol=1e-5)
+  d_t = sim.apply({"params": params}, v2, v1, method=matching.Similarity.pairwise)
+  np.testing.assert_allclose(d_t, d.T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(d, ((v1[:, None] - v2[None]) ** 2) @ w0 + b0, rtol=1e-5,
+                             atol=1e-5)
 
 
 def test_detect_matches_torchvision_postprocess():
@@ -325,7 +385,8 @@ def test_heads_on_valid_detections_only_match_all_slots(tiny_model):
   xy = rng.uniform(0, 60, (n, 2))
   boxes = jnp.asarray(np.concatenate([xy, xy + rng.uniform(10, 60, (n, 2))], 1), jnp.float32)
   classes = jnp.asarray(rng.integers(1, 14, n), jnp.int32)
-  inputs = (pooled14, pooled14, pooled7, boxes, classes)
+  pixels7 = jnp.asarray(rng.normal(size=(n, 7, 7, 3)), jnp.float32)
+  inputs = (pooled14, pooled14, pooled7, pixels7, boxes, classes)
   every = jax.device_get(model.apply(variables, *inputs, method=match_rcnn.MatchRCNN._heads))
   valid = np.zeros(n, bool)
   valid[[1, 4, 6, 9, 15]] = True  # 5 valid: two chunks of 3 run, the rest is never computed

@@ -2,6 +2,7 @@ import glob
 import json
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -137,24 +138,37 @@ def test_flip_swaps_left_and_right_landmarks():
   np.testing.assert_array_equal(out[0, skirt + 0], (0, 0, 0))  # v = 0 stays (0, 0, 0)
 
 
-def test_pair_batches(tiny_config):
-  cfg = tiny_config.data
+def _shared_products(b, p):
+  """[M, M] bool: shop item i and user item j of pair p are the same product."""
+  s_sty, u_sty = b["styles"][p]
+  s_val, u_val = b["valid"][p]
+  return ((s_sty[:, None] == u_sty[None, :]) & (s_sty[:, None] > 0) & s_val[:, None]
+          & u_val[None, :])
+
+
+@pytest.mark.parametrize("by_category", [False, True])
+def test_pair_batches(tiny_config, by_category):
+  cfg = ml_collections.ConfigDict(tiny_config.data.to_dict())
+  cfg.pair_batches_by_category = by_category
   it = pipeline.as_numpy(pipeline.pair_dataset(cfg, "train", 2, host=ONE_HOST))
-  seen = set()
-  for _ in range(6):
+  seen, categories = set(), []
+  for _ in range(8):
     b = next(it)
-    assert b["image"].shape == (2, 2, 128, 128, 3) and b["pair_match"].shape == (2, 4, 4)
+    assert b["image"].shape == (2, 2, 128, 128, 3) and "_category" not in b
+    shared = []
     for p in range(2):
       assert tuple(b["source"][p]) == (schema.Source.SHOP, schema.Source.USER)
       assert b["pair_id"][p, 0] == b["pair_id"][p, 1]
-      s_sty, u_sty = b["styles"][p]
-      s_val, u_val = b["valid"][p]
-      expect = ((s_sty[:, None] == u_sty[None, :]) & (s_sty[:, None] > 0)
-                & s_val[:, None] & u_val[None, :])
-      np.testing.assert_array_equal(b["pair_match"][p], expect)
-      assert b["pair_match"][p].any()  # every pair shares a product
+      match = _shared_products(b, p)
+      assert match.any()  # every pair shares a product
+      shared.append(b["classes"][p, 0][match.any(1)][0])
       seen.add(tuple(b["image_id"][p]))
+    categories.append(shared)
   assert len(seen) > 2
+  if by_category:  # both pairs of every batch share the category of their product
+    assert all(a == b for a, b in categories)
+  else:
+    assert any(a != b for a, b in categories)
 
 
 def test_pair_count_per_epoch(tiny_config):

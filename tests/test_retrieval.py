@@ -1,3 +1,7 @@
+import json
+import os
+from collections import Counter
+
 import jax
 import numpy as np
 import pytest
@@ -13,8 +17,9 @@ def test_rank_is_exactly_the_similarity_network_pair_by_pair():
   dim = 16
   queries = rng.normal(size=(37, dim)).astype(np.float32)
   gallery = rng.normal(size=(1500, dim)).astype(np.float32)  # > one 1024 padding block
-  sim = matching.Similarity()
+  sim = matching.Similarity(dim=16)
   params = sim.init(jax.random.PRNGKey(1), queries[:1], gallery[:1])["params"]
+  params = {"weight": rng.normal(size=dim).astype(np.float32) * 2, "bias": np.float32(0.3)}
   # Scored one pair at a time by the module itself.
   logits = np.stack([np.asarray(sim.apply({"params": params}, np.repeat(q[None], len(gallery),
                                                                          0), gallery))
@@ -143,3 +148,88 @@ def test_make_records_pads_short_galleries_and_keeps_the_format():
   assert len(rec["gallery_bbox"]) == 20 and rec["gallery_bbox"][0] == [20, 20, 80, 80]
   retrieval.validate([rec], {10, 20, 30}, "x")
   assert retrieval.make_records(queries, [], q, g[:0], np.ones(2), 0.0) == []
+
+
+# ---------------------------------------------------------------------------- GT boxes, subsets
+
+
+def _gt_predictions(data_dir, perfect: bool):
+  """`inference.SplitPredictions` of the split's ground-truth garments with embeddings that
+  are one-hot per product (perfect: equal for the same pair_id and style > 0, distinct
+  otherwise) or random."""
+  from match_rcnn_jax.data import schema
+  from match_rcnn_jax.evaluation import inference
+  with open(os.path.join(data_dir, "validation_coco.json")) as f:
+    coco = json.load(f)
+  items, keys = [], {}
+  for a in coco["annotations"]:
+    x, y, w, h = a["bbox"]
+    items.append({"image_id": a["image_id"], "bbox": [x, y, x + w, y + h],
+                  "category_id": a["category_id"], "style": a["style"],
+                  "pair_id": a["pair_id"], "source": int(schema.Source[a["source"].upper()]),
+                  **{k: a[k] for k in schema.ATTRIBUTES}})
+    key = (a["pair_id"], a["style"]) if a["style"] > 0 else ("item", a["id"])
+    keys.setdefault(key, len(keys))
+  emb = np.eye(len(keys), dtype=np.float32)[[
+      keys[(it["pair_id"], it["style"]) if it["style"] > 0 else ("item", a["id"])]
+      for it, a in zip(items, coco["annotations"])]] * 3.0
+  if not perfect:
+    emb = np.random.default_rng(0).normal(size=emb.shape).astype(np.float32)
+  return inference.SplitPredictions([], np.zeros((0, emb.shape[1]), np.float32),
+                                    np.zeros((0,), np.int64), items, emb)
+
+
+@pytest.mark.parametrize("perfect", [True, False])
+def test_gt_box_retrieval_and_subsets_with_perfect_embeddings(tiny_config, tmp_path, perfect):
+  """Ground-truth-box retrieval: perfect embeddings rank a garment's product first for every
+  query, in every subset; the pair AUC is 1 and no item is a hub. Random ones do not."""
+  from match_rcnn_jax.evaluation import benchmark, scoring
+  data_dir = tiny_config.data.dir
+  pred = _gt_predictions(data_dir, perfect)
+  dim = pred.gt_embeddings.shape[1]
+  params = {"weight": np.full((dim,), np.log(np.expm1(1.0 / dim)), np.float32),
+            "bias": np.float32(0.0)}
+  records = benchmark.gt_retrieval_records(pred, params)
+  with open(os.path.join(data_dir, "validation_query.json")) as f:
+    query = json.load(f)
+  assert len(records) == len(query)  # every user garment, style 0 included, is a query
+  path = tmp_path / "gt.json"
+  path.write_text(json.dumps(records))
+  metrics = scoring.score_file(data_dir, "validation", None, None, str(path))
+  top = metrics["retrieval_gt_boxes"]
+  table = metrics["subsets"]["retrieval_gt_boxes"]
+  assert set(table) == {"scale", "occlusion", "zoom_in", "viewpoint"}
+  cells = [m for values in table.values() for m in values.values() if m is not None]
+  assert len(cells) >= 4
+  auc = benchmark.pair_auc(pred, params)
+  hub = metrics["retrieval_diagnostics"]["hub_share_gt_boxes"]
+  if perfect:
+    assert top == {f"top{k}": 1.0 for k in (1, 5, 10, 15, 20)}
+    assert all(m["top1"] == 1.0 for m in cells)
+    assert auc == 1.0
+    # Every query's top-1 is the first shop item of its own product: the hub is the product
+    # with the most queries.
+    products = Counter((q["pair_id"], q["style"]) for q in query)
+    assert hub == max(products.values()) / len(query)
+  else:
+    assert top["top1"] < 0.9 and 0.0 < auc < 1.0
+    assert 0.0 < hub <= 1.0
+
+
+def test_subsets_count_each_query_in_its_attribute_value():
+  """score_subsets: top-k over the query items of each attribute value (hand-built)."""
+  items = [{"query_image_id": i, "style": 1, "cls": 1, "pair_id": i, "bbox": [0, 0, 1, 1]}
+           for i in range(3)]
+  results = [retrieval.QueryResult(items[0], {"x": 1}, [True] + [False] * 19),
+             retrieval.QueryResult(items[1], {"x": 1}, [False] * 5 + [True] + [False] * 14),
+             retrieval.QueryResult(items[2], None, [])]
+  attrs = {0: {"scale": 1, "zoom_in": 1}, 1: {"scale": 1, "zoom_in": 2}, 2: {"scale": 3}}
+  table = retrieval.score_subsets(results, lambda it: attrs[it["query_image_id"]])
+  assert table["scale"]["small"] == {"top1": 0.5, "top5": 0.5, "top10": 1.0, "top15": 1.0,
+                                     "top20": 1.0}
+  assert table["scale"]["moderate"] is None
+  assert table["scale"]["large"]["top20"] == 0.0  # a miss
+  assert table["zoom_in"]["no"]["top1"] == 1.0 and table["zoom_in"]["medium"]["top1"] == 0.0
+  assert table["occlusion"] == {"slight": None, "medium": None, "heavy": None}
+  assert retrieval.roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+  assert retrieval.roc_auc([1.0, 1.0], [0, 1]) == 0.5

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from match_rcnn_jax.data import parsing, schema, synthetic
 
@@ -95,3 +96,17 @@ def test_cli(tmp_path):
   bad = subprocess.run([sys.executable, "-m", "match_rcnn_jax.data.synthetic", "--output_dir",
                         str(out), "--num_images", "0"], capture_output=True, text=True)
   assert bad.returncode == 2 and "--num_images must be >= 1" in bad.stderr
+
+
+@pytest.mark.parametrize("num_images", [24, 61])
+def test_every_query_item_has_a_shop_item_of_its_product(tmp_path, num_images):
+  """What the released data guarantees (the official retrieval script asserts it): every
+  style > 0 item of a user image has a shop item of the same pair_id and style in the split,
+  wherever the split's last group is cut."""
+  synthetic.generate(str(tmp_path), num_images=num_images, seed=11, image_size=64)
+  annos = _annos(str(tmp_path))
+  items = [(a["source"], a["pair_id"], item["style"]) for a in annos
+           for k, item in a.items() if k.startswith("item")]
+  shop = {(p, s) for src, p, s in items if src == "shop" and s > 0}
+  queries = [(p, s) for src, p, s in items if src == "user" and s > 0]
+  assert queries and all(q in shop for q in queries)

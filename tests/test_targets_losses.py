@@ -103,12 +103,45 @@ def test_landmark_targets_match_torchvision():
   assert valid[0, 0] and index[0, 0] % 56 == 55
 
 
-def test_pair_targets():
-  pm = jnp.array([[True, False], [False, False]])
-  labels, valid = T.pair_targets(jnp.array([0, 1, 0]), jnp.array([True, True, False]),
-                                 jnp.array([0, 0]), jnp.array([True, False]), pm)
-  np.testing.assert_array_equal(labels, [[1, 1], [0, 0], [1, 1]])
-  np.testing.assert_array_equal(valid, [[1, 0], [1, 0], [0, 0]])
+def test_pair_targets_across_image_pairs():
+  """A hand-built batch of 2 image pairs (pair_ids 5 and 9), 3 RoIs per image: every shop RoI
+  is labelled against every user RoI of the batch, positive when both GT items have the same
+  pair_id and the same style > 0, padding rows invalid."""
+  shop = dict(shop_ids=jnp.array([5, 5, 5, 9, 9, 9]), shop_styles=jnp.array([1, 2, 0, 1, 1, 0]),
+              shop_valid=jnp.array([1, 1, 0, 1, 1, 0], bool))
+  user = dict(user_ids=jnp.array([5, 5, 5, 9, 9, 9]), user_styles=jnp.array([1, 0, 2, 1, 2, 0]),
+              user_valid=jnp.array([1, 1, 0, 1, 1, 0], bool))
+  labels, valid = jax.jit(T.pair_targets)(**shop, **user)
+  expect = np.zeros((6, 6), int)
+  expect[0, 0] = 1  # pair 0: style 1 = style 1
+  expect[3, 3] = expect[4, 3] = 1  # pair 1: two shop RoIs of its style-1 product
+  # (5, 1) vs (9, 1): same style, other pair_id: a negative across image pairs; (5, 2) vs the
+  # padding row (5, 2): invalid; style 0 never matches, even itself.
+  np.testing.assert_array_equal(labels, expect)
+  rows = np.array([1, 1, 0, 1, 1, 0], bool)
+  np.testing.assert_array_equal(valid, rows[:, None] & rows[None, :])
+  # The same labels whatever the order of the RoIs (no dependence on position or image).
+  perm_s, perm_u = np.array([4, 2, 0, 5, 1, 3]), np.array([3, 0, 5, 1, 4, 2])
+  labels_p, _ = T.pair_targets(*(v[perm_s] for v in shop.values()),
+                               *(v[perm_u] for v in user.values()))
+  np.testing.assert_array_equal(labels_p, expect[perm_s][:, perm_u])
+
+
+def test_match_rois_are_gt_boxes_then_tight_foreground():
+  gt = jnp.array([[0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 1, 1]], jnp.float32)
+  gt_valid = jnp.array([True, True, False])
+  rois = {"rois": jnp.array([[0, 0, 10, 9], [20, 20, 30, 30], [21, 20, 40, 40], [50, 50, 60, 60],
+                             [0, 0, 10, 10]], jnp.float32),
+          "matched": jnp.array([0, 1, 1, 0, 0]), "iou": jnp.array([0.9, 0.25, 0.95, 0.0, 1.0]),
+          "is_fg": jnp.array([True, False, True, False, True]),
+          "valid": jnp.array([True, True, True, True, False])}
+  boxes, matched, valid = T.match_rois(gt, gt_valid, rois, num_rois=3, min_iou=0.7)
+  np.testing.assert_array_equal(boxes[:3], gt)
+  np.testing.assert_array_equal(matched[:5], [0, 1, 2, 0, 1])  # (the last slot: padding)
+  # RoIs 0 and 2 are tight foreground; the third slot (RoI 1: IoU 0.25) is padding, and RoI 4
+  # (not a valid sample) is never taken.
+  np.testing.assert_array_equal(valid, [True, True, False, True, True, False])
+  np.testing.assert_array_equal(boxes[3:5], rois["rois"][jnp.array([0, 2])])
 
 
 def test_loss_functions_match_torch():
@@ -143,18 +176,29 @@ def _outputs(n_valid):
       "box_deltas": f(2, 8, 4), "box_targets": f(2, 8, 4), "mask_logits": f(2, 3, 28, 28),
       "mask_targets": jnp.ones((2, 3, 28, 28)), "mask_valid": has(2, 3),
       "landmark_logits": f(2, 3, 3136, 39), "landmark_targets": jnp.zeros((2, 3, 39), int),
-      "landmark_valid": has(2, 3, 39), "pair_logits": f(1, 4, 4, 2),
-      "pair_labels": jnp.zeros((1, 4, 4), int), "pair_valid": has(1, 4, 4)}
+      "landmark_valid": has(2, 3, 39), "pair_logits": f(8, 8),
+      "pair_labels": jnp.eye(8, dtype=int), "pair_valid": has(8, 8)}
 
 
 def test_compute_losses_and_empty_batches():
   w = ml_collections.ConfigDict({k: 1.0 for k in ("rpn_cls", "rpn_box", "cls", "box",
                                                   "landmark", "mask", "match")})
-  full = losses.compute(_outputs(True), w)
-  assert set(full) == set(losses.NAMES) | {"loss"}
+  out = _outputs(True)
+  full = losses.compute(out, w)
+  assert set(full) == set(losses.NAMES) | set(losses.MATCH_PARTS) | {"loss"}
   assert all(float(v) > 0 for v in full.values())
   np.testing.assert_allclose(float(full["loss"]), sum(float(full[k]) for k in losses.NAMES),
                              rtol=1e-5)
+  # The match loss weighs the 8 positive and the 56 negative pairs equally: the mean of the
+  # positives' cross-entropy and the mean of the negatives'.
+  d, y = np.asarray(out["pair_logits"], np.float64), np.eye(8)
+  ce = np.logaddexp(0, d) - y * d  # softmax([0, d]) cross-entropy
+  np.testing.assert_allclose(float(full["loss_match_pos"]), ce[y == 1].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(full["loss_match_neg"]), ce[y == 0].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(full["loss_match"]),
+                             (ce[y == 1].mean() + ce[y == 0].mean()) / 2, rtol=1e-5)
+  assert {k: int(v) for k, v in losses.pair_counts(out).items()} == {
+      "match_pairs_pos": 8, "match_pairs_neg": 56}
   empty = losses.compute(_outputs(False), w)
   assert all(float(v) == 0.0 for v in empty.values())  # finite zeros, not NaN
   w.landmark = 0.0

@@ -39,8 +39,9 @@ def test_training_writes_everything(uninterrupted, tiny_config):
   workdir, final = uninterrupted
   assert np.isfinite(final["loss"]) and final["skipped"] == 0
   for name in ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask",
-               "loss_landmark", "loss_match"):
+               "loss_landmark", "loss_match", "loss_match_pos", "loss_match_neg"):
     assert name in final
+  assert final["match_pairs_pos"] > 0 and final["match_pairs_neg"] > 0
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   assert any(f.startswith("events.out.tfevents")
              for f in os.listdir(os.path.join(workdir, "tensorboard")))
@@ -51,11 +52,17 @@ def test_training_writes_everything(uninterrupted, tiny_config):
   # The held-out evaluation at the end of training.
   metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   tasks = ("bbox", "segm", "landmarks_vis", "landmarks_vis_occ")
-  assert set(metrics) == {*tasks, "subsets", "retrieval"}
+  assert set(metrics) == {*tasks, "subsets", "retrieval", "retrieval_gt_boxes",
+                          "retrieval_diagnostics"}
   assert all(0.0 <= metrics[t]["AP50"] <= 1.0 for t in tasks)
   assert final["bbox_AP50"] == metrics["bbox"]["AP50"]
   assert final["retrieval_top20"] == metrics["retrieval"]["top20"]
-  assert 0.0 <= metrics["retrieval"]["top1"] <= metrics["retrieval"]["top20"] <= 1.0
+  for kind in ("retrieval", "retrieval_gt_boxes"):
+    assert 0.0 <= metrics[kind]["top1"] <= metrics[kind]["top20"] <= 1.0
+    assert set(metrics["subsets"][kind]) == {"scale", "occlusion", "zoom_in", "viewpoint"}
+  diag = metrics["retrieval_diagnostics"]
+  assert set(diag) == {"hub_share", "hub_share_gt_boxes", "pair_auc_same_category"}
+  assert 0.0 < diag["hub_share"] <= 1.0 and 0.0 < diag["hub_share_gt_boxes"] <= 1.0
   records = json.load(open(os.path.join(workdir, "eval", "results.json")))
   assert all(len(r["keypoints"]) == 882 for r in records)
   # Every detection in a user image is a query with 20 ranked shop detections.
@@ -67,10 +74,17 @@ def test_training_writes_everything(uninterrupted, tiny_config):
   assert all(source.get(r["query_image_id"]) == "user" for r in ret)
   assert all(len(r["gallery_image_id"]) == len(r["gallery_bbox"]) == 20 for r in ret)
   assert all(source.get(g) == "shop" for r in ret for g in r["gallery_image_id"])
-  # The picture of held-out predictions.
+  # With ground-truth boxes every user garment is a query, against every shop garment.
+  gt_ret = json.load(open(os.path.join(workdir, "eval", "retrieval_results_gt_boxes.json")))
+  query = json.load(open(os.path.join(tiny_config.data.dir, "validation_query.json")))
+  assert len(gt_ret) == len(query)
+  assert all(source.get(g) == "shop" for r in gt_ret for g in r["gallery_image_id"])
+  # The pictures of held-out predictions and of retrieval.
   from PIL import Image
   with Image.open(os.path.join(workdir, "eval", "predictions.png")) as im:
     assert im.size == (4 * 256, 2 * 256)
+  with Image.open(os.path.join(workdir, "eval", "retrieval.png")) as im:
+    assert im.size[1] % (96 + 20) == 0 and im.size[1] >= 96 + 20
 
 
 def test_frozen_stages_are_not_trained(uninterrupted):

@@ -68,8 +68,10 @@ def to_retrieval(records: list[parsing.ImageRecord]) -> tuple[list[dict], list[d
   """(query, gallery) ground truth lists.
 
   Query: every item of every user image (style-0 items included: the official protocol assigns
-  detections to them too). Gallery: the shop items with style > 0 (the only ones that can be a
-  retrieval target). Boxes are [x1, y1, x2, y2] as written in the annotation file.
+  detections to them too). Gallery: every item of every shop image, style-0 items included
+  (they are never a target, but a retrieval with ground-truth boxes ranks them as distractors,
+  as the detected shop garments are in the official protocol). Boxes are [x1, y1, x2, y2] as
+  written in the annotation file.
   """
   query, gallery = [], []
   for rec in records:
@@ -78,7 +80,7 @@ def to_retrieval(records: list[parsing.ImageRecord]) -> tuple[list[dict], list[d
         query.append({"query_image_id": rec.image_id, "style": item.style,
                       "cls": item.category_id, "pair_id": rec.pair_id,
                       "bbox": list(item.raw_bbox)})
-      elif item.style > 0:
+      else:
         gallery.append({"gallery_image_id": rec.image_id, "style": item.style,
                         "pair_id": rec.pair_id, "bbox": list(item.raw_bbox)})
   return query, gallery

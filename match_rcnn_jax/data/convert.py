@@ -9,7 +9,7 @@
     O/tfrecords/<split>/      TFDS dataset directory (TFRecord shards + metadata)
     O/<split>_coco.json       COCO ground truth (official conversion + subset attributes)
     O/<split>_query.json      retrieval queries (user items)
-    O/<split>_gallery.json    retrieval gallery (shop items with style > 0)
+    O/<split>_gallery.json    retrieval gallery (every shop item, style 0 included)
     O/<split>_report.json     counts, and every skipped file or item and warning with its reason
 
 With `--on_error fail` (default) the first invalid file stops the run (exit code 1) before

@@ -2,10 +2,12 @@
 
 * `image_dataset(cfg, split, train=...)`: batches of single images, [B, ...].
 * `pair_dataset(cfg, split)`: batches of (shop image, user image) pairs of one pair_id that
-  share a style > 0, [P, 2, ...] with index 0 = shop and 1 = user, plus `pair_match` [P, M, M]:
-  True where shop item i and user item j are the same product (same style > 0; the pair_id is
-  shared by construction). Each epoch pairs every eligible user image with one shop image of
-  its group drawn at random.
+  share a style > 0, [P, 2, ...] with index 0 = shop and 1 = user. Each epoch pairs every
+  eligible user image with one shop image of its group drawn at random. With
+  `cfg.pair_batches_by_category` the P pairs of a batch share the category of their product,
+  so that garments of one category but different products meet in a batch (the confusion set
+  of retrieval); the match loss labels every shop item against every user item of the global
+  batch by pair_id and style (`models.targets.pair_targets`).
 
 Every batch has the same shapes (canvas, max instances, mask crop size all from config), so the
 jitted step never recompiles. Input files are split across hosts by TFDS
@@ -14,7 +16,7 @@ given seed, and batches are prefetched.
 
 The data config (`cfg`, an ml_collections.ConfigDict) fields: dir, canvas (H, W), short_side,
 max_side, scale_jitter (lo, hi), flip_prob, max_instances, mask_crop_size, pixel_mean,
-pixel_std, shuffle_buffer, seed.
+pixel_std, shuffle_buffer, seed, pair_batches_by_category.
 """
 
 from __future__ import annotations
@@ -130,8 +132,10 @@ def _group_to_pairs(group: dict) -> tf.data.Dataset:
     shop = {k: v[s] for k, v in group.items()}
     user = {k: v[u] for k, v in group.items()}
     pair = {k: tf.stack([shop[k], user[k]]) for k in group if k not in _DROP}
-    pair["pair_match"] = _shared_style(shop["styles"], shop["valid"], user["styles"],
-                                       user["valid"])
+    # The category of the product the two share (the first one, in shop item order).
+    shared = tf.reduce_any(_shared_style(shop["styles"], shop["valid"], user["styles"],
+                                         user["valid"]), axis=1)
+    pair["_category"] = tf.gather(shop["classes"], tf.argmax(tf.cast(shared, tf.int32)))
     return pair
 
   return tf.data.Dataset.from_tensor_slices(users).map(pick)
@@ -153,8 +157,28 @@ def pair_dataset(cfg, split: str, pairs_per_batch: int, host=None,
   ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  ds = ds.batch(pairs_per_batch, drop_remainder=True)
+  if cfg.get("pair_batches_by_category", False):
+    ds = ds.group_by_window(
+        lambda ex: tf.cast(ex["_category"], tf.int64),
+        lambda _, window: window.batch(pairs_per_batch, drop_remainder=True),
+        window_size=pairs_per_batch)
+  else:
+    ds = ds.batch(pairs_per_batch, drop_remainder=True)
+  ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != "_category"})
   return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def split_images(data_dir: str, split: str, image_ids) -> dict:
+  """{image id: uint8 image [H, W, 3]} of the images of `split` in `image_ids`, decoding those
+  only."""
+  builder = tfrecords.load_builder(data_dir, split)
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={"image": tfds.decode.SkipDecoding()})
+  wanted = tf.constant(sorted(int(i) for i in image_ids) or [-1], tf.int64)
+  ds = ds.filter(lambda ex: tf.reduce_any(tf.equal(tf.cast(ex["image_id"], tf.int64), wanted)))
+  ds = ds.map(lambda ex: (ex["image_id"], tf.io.decode_image(ex["image"], channels=3,
+                                                             expand_animations=False)))
+  return {int(i): im for i, im in ds.as_numpy_iterator()}
 
 
 def as_numpy(ds: tf.data.Dataset):

@@ -8,12 +8,14 @@ whose landmarks sit at fixed places of a per-category template, so local landmar
 the same spot on the garment, and mirrored landmark pairs follow the flip table of `schema`.
 Images come in groups sharing a `pair_id` (stored consecutively, as in the real training set):
 shop images show the group's products large on a plain background; user images show them
-smaller on clutter, possibly cut by the border or overlapped, beside style-0 distractors. All
-items of the same pair_id and style > 0 share a look (colours and pattern), so retrieval is
-learnable. Attribute rules (synthetic, documented in the README): scale from box area / image
-area (10% / 40%), occlusion from the share of labelled landmarks hidden by a later garment
-(< 10% slight, < 40% medium), zoom-in from the share of the garment outside the image (< 5% no,
-< 30% medium), viewpoint random (shop: no-wear or frontal; user: frontal or side-back).
+smaller on clutter, possibly cut by the border or overlapped, beside style-0 distractors (some
+shop images show one too). Every product shown in a user image is shown in a shop image of its
+group. All items of the same pair_id and style > 0 share a look (colours and pattern), so
+retrieval is learnable. Attribute rules (synthetic, documented in the README): scale from box
+area / image area (10% / 40%), occlusion from the share of labelled landmarks hidden by a later
+garment (< 10% slight, < 40% medium), zoom-in from the share of the garment outside the image
+(< 5% no, < 30% medium), viewpoint random (shop: no-wear or frontal; user: frontal or
+side-back).
 Landmarks outside the image are written as (0, 0, 0). Deterministic for a given seed.
 """
 
@@ -250,15 +252,19 @@ def _render_image(specs: list[dict], source: str, size: int, rng: np.random.Gene
 
 
 def _group_plan(rng: np.random.Generator) -> list[tuple[str, list[int]]]:
-  """One pair_id group: [(source, [product indices shown])], with 1-2 products."""
+  """One pair_id group: [(source, [product indices shown])], with 1-2 products, shop images
+  first. Every product a user image shows is shown by a shop image of the group, as the
+  released data guarantees (the official retrieval script asserts that every query item has a
+  target), so a split cut after any image keeps it."""
   n_products = 1 if rng.random() < 0.6 else 2
-  plan = []
+  shops = []
   for _ in range(int(rng.integers(1, 3))):
     shown = list(range(n_products)) if rng.random() < 0.5 else [int(rng.integers(n_products))]
-    plan.append(("shop", shown))
-  for _ in range(int(rng.integers(1, 4))):
-    plan.append(("user", [int(rng.integers(n_products))]))
-  return plan
+    shops.append(shown)
+  users = [[int(rng.integers(n_products))] for _ in range(int(rng.integers(1, 4)))]
+  for product in sorted({p for shown in users for p in shown} - {p for s in shops for p in s}):
+    shops[0] = sorted(shops[0] + [product])
+  return [("shop", shown) for shown in shops] + [("user", shown) for shown in users]
 
 
 def generate(output_dir: str, num_images: int, seed: int = 0, image_size: int = 320) -> None:
@@ -278,7 +284,9 @@ def generate(output_dir: str, num_images: int, seed: int = 0, image_size: int = 
         break
       image_id += 1
       specs = [products[i] for i in shown]
-      if source == "user" and rng.random() < 0.6:
+      # Style-0 garments (no product of the pair_id): beside the product in many user photos,
+      # and in some shop photos (worn with it, as in the released data's shop images).
+      if rng.random() < (0.6 if source == "user" else 0.25 if len(specs) == 1 else 0.0):
         distractor = {"category_id": int(rng.integers(1, schema.NUM_CATEGORIES + 1)),
                       "style": 0, "look": _look(rng)}
         specs.insert(int(rng.integers(0, len(specs) + 1)), distractor)

@@ -35,25 +35,58 @@ def retrieval_records(records: list[dict], embeddings: np.ndarray, sources: np.n
   return retrieval.make_records(queries, gallery, q_emb, g_emb, w, b, progress=progress)
 
 
+def gt_retrieval_records(predictions, similarity_params, progress=None) -> list[dict]:
+  """Retrieval records with ground-truth boxes (the paper's "GT box" column): every garment of
+  a user image is a query (category and box of its ground truth, score 1), ranked against every
+  garment of the shop images (style 0 included) by the match network on those boxes."""
+  def items(source):
+    sel = [i for i, it in enumerate(predictions.gt_items) if it["source"] == int(source)]
+    out = [{"image_id": predictions.gt_items[i]["image_id"],
+            "bbox": predictions.gt_items[i]["bbox"],
+            "category_id": predictions.gt_items[i]["category_id"], "score": 1.0} for i in sel]
+    return out, predictions.gt_embeddings[sel]
+
+  queries, q_emb = items(schema.Source.USER)
+  gallery, g_emb = items(schema.Source.SHOP)
+  w, b = retrieval.similarity_vector(similarity_params)
+  return retrieval.make_records(queries, gallery, q_emb, g_emb, w, b, progress=progress)
+
+
+def pair_auc(predictions, similarity_params) -> float:
+  """`retrieval.pair_auc_same_category` of the ground-truth garments (users x shops)."""
+  items = predictions.gt_items
+  user = [i for i, it in enumerate(items) if it["source"] == int(schema.Source.USER)]
+  shop = [i for i, it in enumerate(items) if it["source"] == int(schema.Source.SHOP)]
+  w, b = retrieval.similarity_vector(similarity_params)
+  emb = predictions.gt_embeddings
+  return retrieval.pair_auc_same_category([items[i] for i in user], emb[user],
+                                          [items[i] for i in shop], emb[shop], w, b)
+
+
 def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 1),
                    progress=None) -> dict:
   """Runs inference over `split`, writes `out_dir/results.json` and
-  `out_dir/retrieval_results.json` (the official result formats) and `out_dir/metrics.json`,
-  and returns the metrics (shape in `scoring`)."""
+  `out_dir/retrieval_results.json` (the official result formats),
+  `out_dir/retrieval_results_gt_boxes.json` (the same format, ground-truth query and gallery
+  boxes) and `out_dir/metrics.json`, and returns the metrics (shape in `scoring`)."""
   from match_rcnn_jax.evaluation import inference  # TensorFlow: not for scoring files alone
-  records, embeddings, sources = inference.predict_split(
-      config, model, variables, split, host=host, progress=progress, with_embeddings=True)
+  pred = inference.predict_split(config, model, variables, split, host=host, progress=progress,
+                                 with_embeddings=True)
   min_score = config.get("eval", {}).get("gallery_min_score", DEFAULT_GALLERY_MIN_SCORE)
-  ret = retrieval_records(records, embeddings, sources, variables["params"]["similarity"],
-                          min_score)
+  similarity = variables["params"]["similarity"]
+  ret = retrieval_records(pred.records, pred.embeddings, pred.sources, similarity, min_score)
   os.makedirs(out_dir, exist_ok=True)
-  results_path = os.path.join(out_dir, "results.json")
-  retrieval_path = os.path.join(out_dir, "retrieval_results.json")
-  with open(results_path, "w") as f:
-    json.dump(records, f)
-  with open(retrieval_path, "w") as f:
-    json.dump(ret, f)
-  metrics = scoring.score_file(config.data.dir, split, results_path, retrieval_path)
+  paths = {name: os.path.join(out_dir, name + ".json")
+           for name in ("results", "retrieval_results", "retrieval_results_gt_boxes")}
+  for name, data in (("results", pred.records), ("retrieval_results", ret),
+                     ("retrieval_results_gt_boxes", gt_retrieval_records(pred, similarity))):
+    with open(paths[name], "w") as f:
+      json.dump(data, f)
+  metrics = scoring.score_file(config.data.dir, split, paths["results"],
+                               paths["retrieval_results"], paths["retrieval_results_gt_boxes"])
+  auc = pair_auc(pred, similarity)
+  metrics["retrieval_diagnostics"]["pair_auc_same_category"] = (
+      None if np.isnan(auc) else round(auc, 4))
   with open(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=1)
   return metrics
@@ -63,22 +96,42 @@ def _fmt(v) -> str:
   return f"{v:8.3f}" if v is not None else f"{'-':>8}"
 
 
+_RETRIEVAL = {"retrieval": "retrieval, detected boxes",
+              "retrieval_gt_boxes": "retrieval, ground-truth boxes"}
+
+
 def table(metrics: dict) -> str:
-  """The printed tables: overall AP, per-subset AP50 / AP, retrieval top-k."""
+  """The printed tables: overall AP, per-subset AP, retrieval top-k (both box kinds, overall
+  and by subset) and the retrieval diagnostics."""
   lines = [f"{'task':<20}{'AP':>8}{'AP50':>8}{'AP75':>8}"]
   for name, m in metrics.items():
-    if name in ("subsets", "retrieval"):
+    if name in ("subsets", "retrieval_diagnostics", *_RETRIEVAL):
       continue
     lines.append(f"{name:<20}{m['AP']:8.3f}{m['AP50']:8.3f}{m['AP75']:8.3f}")
-  for task, attrs in metrics.get("subsets", {}).items():
+  subsets = metrics.get("subsets", {})
+  for task, attrs in subsets.items():
+    if task in _RETRIEVAL or attrs is None:
+      continue
     lines.append("")
     lines.append(f"{task} AP by subset")
     for attr, values in attrs.items():
       cells = "  ".join(f"{name} {m['AP']:.3f}" if m else f"{name} -"
                         for name, m in values.items())
       lines.append(f"  {attr:<10} {cells}")
-  if "retrieval" in metrics:
-    r = metrics["retrieval"]
+  for key, title in _RETRIEVAL.items():
+    if key not in metrics:
+      continue
     lines.append("")
-    lines.append("retrieval " + "  ".join(f"{k} {v:.3f}" for k, v in r.items()))
+    lines.append(f"{title}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics[key].items()))
+    if subsets.get(key):
+      lines.append("  top-1 / top-20 by subset of the query item")
+      for attr, values in subsets[key].items():
+        cells = "  ".join(f"{name} {m['top1']:.3f}/{m['top20']:.3f}" if m else f"{name} -"
+                          for name, m in values.items())
+        lines.append(f"  {attr:<10} {cells}")
+  diag = metrics.get("retrieval_diagnostics")
+  if diag:
+    lines.append("")
+    lines.append("retrieval diagnostics: " + "  ".join(
+        f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in diag.items()))
   return "\n".join(lines)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
-from match_rcnn_jax.data import pipeline
+from match_rcnn_jax.data import pipeline, schema
 from match_rcnn_jax.evaluation import results
 
 _INFER: dict[int, tuple] = {}
@@ -20,28 +22,64 @@ def infer_fn(model):
   return _INFER[key][1]
 
 
+def infer_with_boxes_fn(model):
+  """`infer_fn` that also embeds given boxes: `fn(variables, images, image_sizes, boxes)`, the
+  outputs with `box_embeddings` [B, K, D] (the ground-truth garments' match embeddings)."""
+  key = ("boxes", id(model))
+  if key not in _INFER or _INFER[key][0] is not model:
+    _INFER[key] = (model, jax.jit(lambda v, x, s, b: model.apply(v, x, image_sizes=s, boxes=b)))
+  return _INFER[key][1]
+
+
+@dataclasses.dataclass
+class SplitPredictions:
+  """What the model makes of a split: result records, and for retrieval the match embeddings
+  of every detection (row-aligned with `records`, with the source of its image) and of every
+  ground-truth garment (`gt_items`: image_id, bbox [x1, y1, x2, y2] in original pixels,
+  category_id, style, pair_id, source, scale, occlusion, zoom_in, viewpoint)."""
+
+  records: list
+  embeddings: np.ndarray  # [N, D]
+  sources: np.ndarray  # [N] schema.Source values
+  gt_items: list
+  gt_embeddings: np.ndarray  # [G, D]
+
+
+def _gt_items(batch, b: int) -> tuple[list[dict], np.ndarray]:
+  keep = np.nonzero(batch["valid"][b])[0]
+  boxes = results.original_boxes(batch["boxes"][b, keep], batch["image_info"][b])
+  items = []
+  for k, box in zip(keep, boxes):
+    attrs = batch["attributes"][b, k]
+    items.append({"image_id": int(batch["image_id"][b]), "bbox": [float(v) for v in box],
+                  "category_id": int(batch["classes"][b, k]), "style": int(batch["styles"][b, k]),
+                  "pair_id": int(batch["pair_id"][b]), "source": int(batch["source"][b]),
+                  **{name: int(v) for name, v in zip(schema.ATTRIBUTES, attrs)}})
+  return items, keep
+
+
 def predict_split(config, model, variables, split: str, batch_size: int | None = None,
                   progress=None, host=None, with_embeddings: bool = False):
-  """Runs the model on every image of `split` (this host's share) and returns result records,
-  or with `with_embeddings` (records, match embeddings [N, D] row-aligned with the records,
-  image sources [N] (schema.Source values)).
+  """Runs the model on every image of `split` (this host's share) and returns its result
+  records, or with `with_embeddings` a `SplitPredictions` (the ground-truth garments embedded
+  in the same pass).
 
   The last batch is padded to the static batch size with copies of its first image; padded
   entries are dropped.
   """
   batch_size = batch_size or config.batch_size
-  infer = infer_fn(model)
+  infer = infer_with_boxes_fn(model) if with_embeddings else infer_fn(model)
   ds = pipeline.image_dataset(config.data, split, batch_size, train=False, with_masks=False,
                               host=host)
-  records, embeddings, sources = [], [], []
+  records, embeddings, sources, gt_items, gt_embeddings = [], [], [], [], []
   for batch in pipeline.as_numpy(ds):
     n = batch["image"].shape[0]
-    images, info = batch["image"], batch["image_info"]
+    images, info, boxes = batch["image"], batch["image_info"], batch["boxes"]
     if n < batch_size:
-      pad = batch_size - n
-      images = np.concatenate([images, np.repeat(images[:1], pad, 0)])
-      info = np.concatenate([info, np.repeat(info[:1], pad, 0)])
-    out = jax.device_get(infer(variables, images, info[:, 4:6]))
+      images, info, boxes = (np.concatenate([x, np.repeat(x[:1], batch_size - n, 0)])
+                             for x in (images, info, boxes))
+    args = (variables, images, info[:, 4:6]) + ((boxes,) if with_embeddings else ())
+    out = jax.device_get(infer(*args))
     out = {k: v[:n] for k, v in out.items()}
     records += results.to_records(out, batch["image_id"], batch["image_info"])
     if with_embeddings:  # the order of to_records: image by image, valid detections
@@ -49,10 +87,14 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
         keep = np.nonzero(out["valid"][b])[0]
         embeddings.append(out["embeddings"][b, keep])
         sources += [int(batch["source"][b])] * len(keep)
+        items, keep = _gt_items(batch, b)
+        gt_items += items
+        gt_embeddings.append(out["box_embeddings"][b, keep])
     if progress is not None:
       progress(n)
   if not with_embeddings:
     return records
   dim = config.model.match_head.dim
-  emb = np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32)
-  return records, emb.astype(np.float32), np.asarray(sources, np.int64)
+  stack = lambda xs: (np.concatenate(xs) if xs else np.zeros((0, dim))).astype(np.float32)  # noqa
+  return SplitPredictions(records, stack(embeddings), np.asarray(sources, np.int64), gt_items,
+                          stack(gt_embeddings))

@@ -1,11 +1,12 @@
 """Consumer-to-shop retrieval: exact match-network ranking and the official top-k protocol.
 
-Ranking. The similarity network's match logit is a linear function of (v1 - v2)^2; its
-preference for "same product" over "different" is d = w . (v1 - v2)^2 + b with
-w = W[:, 1] - W[:, 0] and b = b[1] - b[0], and the match probability is sigmoid(d). Expanding
-the square, d = w . v1^2 + w . v2^2 - 2 (w * v1) . v2 + b: scoring every query against every
-gallery item is one matrix product plus two vectors, exactly (no approximation). `rank` does
-this in jitted blocks of queries against a padded gallery and keeps the top k of each query.
+Ranking. The similarity network's preference for "same product" over "different" is
+d = w . (v1 - v2)^2 + b (`models.matching`: the difference of its two output logits, with
+w <= 0), and the match probability is sigmoid(d). Expanding the square, d = w . v1^2 + w . v2^2
+- 2 (w * v1) . v2 + b: scoring every query against every gallery item is one matrix product plus
+two vectors, exactly (no approximation), the same function that scores the training batch's
+pairs (`models.matching.pairwise_logits`). `rank` does this in jitted blocks of queries against
+a padded gallery and keeps the top k of each query.
 
 Protocol (the official `deepfashion2_retrieval_test.py`, REFERENCE.md section 5.3), implemented
 by `score` on the official file formats:
@@ -25,8 +26,9 @@ by `score` on the official file formats:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,7 @@ import numpy as np
 from match_rcnn_jax.data import schema
 from match_rcnn_jax.evaluation.results import ResultsError
 from match_rcnn_jax.evaluation.results import is_number as _number
+from match_rcnn_jax.models import matching
 
 TOP_K = (1, 5, 10, 15, 20)
 NUM_RANKED = 20  # gallery entries per query in a result record
@@ -46,22 +49,15 @@ HIT_IOU = 0.5
 
 def similarity_vector(similarity_params) -> tuple[np.ndarray, float]:
   """(w [D], b) of the match logit d = w . (v1 - v2)^2 + b from the Similarity module's
-  parameters ({'fc': {'kernel': [D, 2], 'bias': [2]}})."""
-  kernel = np.asarray(similarity_params["fc"]["kernel"], np.float32)
-  bias = np.asarray(similarity_params["fc"]["bias"], np.float32)
-  return kernel[:, 1] - kernel[:, 0], float(bias[1] - bias[0])
+  parameters (`models.matching.effective_weights`: w = -softplus(weight) <= 0)."""
+  w, b = matching.effective_weights(similarity_params)
+  return np.asarray(w, np.float32), float(b)
 
 
 def pairwise_logits(queries, gallery, w, b):
-  """Match logits [Q, G] of every query [Q, D] against every gallery item [G, D]."""
-  q = jnp.asarray(queries, jnp.float32)
-  g = jnp.asarray(gallery, jnp.float32)
-  w = jnp.asarray(w, jnp.float32)
-  hi = jax.lax.Precision.HIGHEST
-  qq = jnp.dot(q * q, w, precision=hi)
-  gg = jnp.dot(g * g, w, precision=hi)
-  cross = jnp.dot(q * w, g.T, precision=hi)
-  return qq[:, None] + gg[None, :] - 2.0 * cross + b
+  """Match logits [Q, G] of every query [Q, D] against every gallery item [G, D]: the network's
+  own `models.matching.pairwise_logits`."""
+  return matching.pairwise_logits(queries, gallery, jnp.asarray(w, jnp.float32), b)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -170,8 +166,23 @@ def iou_matrix(a, b) -> np.ndarray:
   return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def score(query_gt: list[dict], gallery_gt: list[dict], records: list[dict]) -> dict:
-  """{'top1', 'top5', 'top10', 'top15', 'top20'} of `records` (see the module docstring)."""
+@dataclasses.dataclass
+class QueryResult:
+  """One ground-truth query item with style > 0: the detection that represents it (None: a
+  miss) and, per ranked gallery entry, whether it is one of the item's targets."""
+
+  item: dict  # the query ground truth record
+  record: dict | None
+  hits: list  # [NUM_RANKED] bool (empty when record is None)
+
+  @property
+  def first_hit(self) -> int | None:
+    return next((t for t, h in enumerate(self.hits) if h), None)
+
+
+def query_results(query_gt: list[dict], gallery_gt: list[dict],
+                  records: list[dict]) -> list[QueryResult]:
+  """Every ground-truth query item with style > 0 judged by the protocol (module docstring)."""
   gt_by_image = defaultdict(list)
   for q in query_gt:
     gt_by_image[q["query_image_id"]].append(q)
@@ -181,35 +192,110 @@ def score(query_gt: list[dict], gallery_gt: list[dict], records: list[dict]) -> 
   targets = defaultdict(lambda: defaultdict(list))  # (pair_id, style) -> image id -> boxes
   for g in gallery_gt:
     targets[g["pair_id"], g["style"]][g["gallery_image_id"]].append(g["bbox"])
-  total = sum(1 for q in query_gt if q["style"] > 0)
-  hits = np.zeros(len(TOP_K), np.int64)
+  out = []
   for image_id, items in gt_by_image.items():
-    dets = dets_by_image.get(image_id)
-    if not dets:
-      continue  # its items stay in the denominator: misses
-    ious = iou_matrix([d["query_bbox"] for d in dets], [q["bbox"] for q in items])
-    assigned = np.argmax(ious, axis=1)  # no IoU floor; ties (and all-zero rows) -> first item
+    dets = dets_by_image.get(image_id, [])
+    assigned = []
+    if dets:
+      ious = iou_matrix([d["query_bbox"] for d in dets], [q["bbox"] for q in items])
+      assigned = np.argmax(ious, axis=1)  # no IoU floor; ties (and all-zero rows) -> first item
     for j, item in enumerate(items):
       if item["style"] <= 0:
         continue
       cands = [d for d, a in zip(dets, assigned) if a == j and d["query_cls"] == item["cls"]]
-      if not cands:
+      if not cands:  # no detection of its image assigned to it with its category: a miss
+        out.append(QueryResult(item, None, []))
         continue
       best = max(cands, key=lambda d: d["query_score"])  # first of equal scores
-      first_hit = _first_hit(best, targets.get((item["pair_id"], item["style"]), {}))
-      if first_hit is not None:
-        hits += np.asarray([first_hit < k for k in TOP_K])
-  return {f"top{k}": (float(h) / total if total else 0.0) for k, h in zip(TOP_K, hits)}
+      out.append(QueryResult(item, best, _hits(best, targets.get(
+          (item["pair_id"], item["style"]), {}))))
+  return out
 
 
-def _first_hit(record: dict, target_images: dict) -> int | None:
-  """Rank of the first retrieved entry that is a target (IoU >= 0.5), or None."""
-  for t, (gid, box) in enumerate(zip(record["gallery_image_id"][:NUM_RANKED],
-                                     record["gallery_bbox"][:NUM_RANKED])):
+def top_k(results: list[QueryResult]) -> dict:
+  """{'top1', ..., 'top20'}: the share of `results` with a target in the first k entries."""
+  hits = np.zeros(len(TOP_K), np.int64)
+  for r in results:
+    if r.first_hit is not None:
+      hits += np.asarray([r.first_hit < k for k in TOP_K])
+  return {f"top{k}": (float(h) / len(results) if results else 0.0) for k, h in zip(TOP_K, hits)}
+
+
+def score(query_gt: list[dict], gallery_gt: list[dict], records: list[dict]) -> dict:
+  """{'top1', 'top5', 'top10', 'top15', 'top20'} of `records` (see the module docstring)."""
+  return top_k(query_results(query_gt, gallery_gt, records))
+
+
+SUBSETS: dict[str, dict[int, str]] = {
+    attr: {int(v): v.name.lower() for v in values} for attr, values in schema.ATTRIBUTES.items()}
+
+
+def score_subsets(results: list[QueryResult], attributes) -> dict:
+  """{attribute: {value name: top-k dict or None}}: top-k over the query items with that value
+  of the attribute (the paper's retrieval table by scale, occlusion, zoom-in and viewpoint of
+  the query item; the gallery stays whole). `attributes(item)` gives a query item's
+  {attribute: value} ({} when unknown); a subset without query items is None."""
+  out = {}
+  attrs = [attributes(r.item) for r in results]
+  for attr, names in SUBSETS.items():
+    out[attr] = {}
+    for value, name in names.items():
+      members = [r for r, a in zip(results, attrs) if a.get(attr) == value]
+      out[attr][name] = top_k(members) if members else None
+  return out
+
+
+def hub_share(records: list[dict]) -> float:
+  """The share of `records` whose first gallery entry is the most frequent first entry (an
+  entry = shop image id + box): near 1 / gallery size for a ranking that depends on its query,
+  near 1 when one "hub" item tops every ranking."""
+  if not records:
+    return 0.0
+  firsts = Counter((r["gallery_image_id"][0], tuple(round(float(v), 2) for v in
+                                                    r["gallery_bbox"][0])) for r in records)
+  return firsts.most_common(1)[0][1] / len(records)
+
+
+def roc_auc(scores, labels) -> float:
+  """Area under the ROC curve of `scores` for binary `labels` (ties count one half); NaN
+  without both classes."""
+  scores = np.asarray(scores, np.float64)
+  labels = np.asarray(labels, bool)
+  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+  if not n_pos or not n_neg:
+    return float("nan")
+  _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+  ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged
+  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def pair_auc_same_category(query_items: list[dict], query_emb, gallery_items: list[dict],
+                           gallery_emb, w, b) -> float:
+  """ROC AUC of the match logit over every (query item with style > 0, gallery item of the same
+  category) pair: positives share pair_id and style, negatives are other products of the
+  category, the pairs that only colour and pattern tell apart. Items: {'category_id',
+  'pair_id', 'style'}, row-aligned with the embeddings."""
+  q = [i for i, it in enumerate(query_items) if it["style"] > 0]
+  if not q or not gallery_items:
+    return float("nan")
+  logits = np.asarray(pairwise_logits(np.asarray(query_emb)[q], gallery_emb, w, b))
+  cat = lambda items, idx: np.asarray([items[i]["category_id"] for i in idx])  # noqa: E731
+  key = lambda items, idx: np.asarray([(items[i]["pair_id"], items[i]["style"])  # noqa: E731
+                                       for i in idx])
+  g = range(len(gallery_items))
+  same_cat = cat(query_items, q)[:, None] == cat(gallery_items, g)[None, :]
+  same = (key(query_items, q)[:, None, :] == key(gallery_items, g)[None, :, :]).all(-1)
+  return roc_auc(logits[same_cat], same[same_cat])
+
+
+def _hits(record: dict, target_images: dict) -> list[bool]:
+  """Per retrieved entry: a target (in a target image, IoU >= 0.5 with a target box)."""
+  out = []
+  for gid, box in zip(record["gallery_image_id"][:NUM_RANKED],
+                      record["gallery_bbox"][:NUM_RANKED]):
     boxes = target_images.get(gid)
-    if boxes and iou_matrix([box], boxes).max() >= HIT_IOU:
-      return t
-  return None
+    out.append(bool(boxes) and bool(iou_matrix([box], boxes).max() >= HIT_IOU))
+  return out
 
 
 def make_records(queries: list[dict], gallery: list[dict], query_emb: np.ndarray,

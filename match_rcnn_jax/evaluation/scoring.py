@@ -7,8 +7,10 @@ keypoints not 882 numbers, not 20 gallery entries. An empty file scores 0.
 The metrics dict (and `metrics.json`): {"bbox" | "segm" | "landmarks_vis" |
 "landmarks_vis_occ": {"AP", "AP50", "AP75"}, "subsets": {"bbox" | "segm" | "landmarks_vis":
 {"scale" | "occlusion" | "zoom_in" | "viewpoint": {value name: {"AP", "AP50", "AP75"} or
-null}}}, "retrieval": {"top1", "top5", "top10", "top15", "top20"}}; a task the records do not
-support is left out.
+null}}, "retrieval" | "retrieval_gt_boxes": {attribute: {value name: {"top1", ...} or null}}},
+"retrieval" | "retrieval_gt_boxes": {"top1", "top5", "top10", "top15", "top20"},
+"retrieval_diagnostics": {"hub_share", "hub_share_gt_boxes", "pair_auc_same_category"}}; a
+task the records do not support is left out.
 """
 
 from __future__ import annotations
@@ -96,25 +98,59 @@ def _gt_file(gt_dir: str, name: str) -> str:
   return path
 
 
-def score_retrieval(gt_dir: str, split: str, records: list, path: str = "retrieval") -> dict:
-  """{'top1', ..., 'top20'} of retrieval result records against `<split>_query.json` and
-  `<split>_gallery.json`; image ids must be images of `<split>_coco.json`."""
+def _attribute_lookup(coco: dict):
+  """query item -> its {attribute: value} from the converter's `<split>_coco.json` annotations
+  (matched by image id and box; {} where the annotations carry no attributes)."""
+  table = {}
+  for a in coco.get("annotations", []):
+    x, y, w, h = a["bbox"]
+    key = (a["image_id"], *(round(float(v), 2) for v in (x, y, x + w, y + h)))
+    table[key] = {k: a[k] for k in retrieval.SUBSETS if k in a}
+  return lambda item: table.get((item["query_image_id"], *(round(float(v), 2)
+                                                           for v in item["bbox"])), {})
+
+
+def _round_top_k(m):
+  return None if m is None else {k: round(v, 4) for k, v in m.items()}
+
+
+def score_retrieval(gt_dir: str, split: str, records: list, path: str = "retrieval",
+                    subsets: bool = True) -> tuple[dict, dict | None, float]:
+  """(top-k {'top1', ..., 'top20'}, per-subset top-k tables or None, hub share) of retrieval
+  result records against `<split>_query.json` and `<split>_gallery.json`; image ids must be
+  images of `<split>_coco.json`."""
   query_gt = _load_json(_gt_file(gt_dir, f"{split}_query.json"))
   gallery_gt = _load_json(_gt_file(gt_dir, f"{split}_gallery.json"))
   coco = _load_json(_gt_file(gt_dir, f"{split}_coco.json"))
   image_ids = {im["id"] for im in coco["images"]}
   retrieval.validate(records, image_ids, path)
-  return {k: round(v, 4) for k, v in retrieval.score(query_gt, gallery_gt, records).items()}
+  results = retrieval.query_results(query_gt, gallery_gt, records)
+  table = None
+  if subsets:
+    table = {attr: {v: _round_top_k(m) for v, m in values.items()} for attr, values in
+             retrieval.score_subsets(results, _attribute_lookup(coco)).items()}
+  return (_round_top_k(retrieval.top_k(results)), table,
+          round(retrieval.hub_share(records), 4))
 
 
 def score_file(gt_dir: str, split: str, results_path: str | None,
-               retrieval_path: str | None = None) -> dict:
-  """Scores a result file and / or a retrieval result file of `split`."""
+               retrieval_path: str | None = None,
+               retrieval_gt_boxes_path: str | None = None) -> dict:
+  """Scores a result file and / or retrieval result files of `split`: with detected query and
+  gallery boxes (`retrieval_path`, the official protocol) and with ground-truth boxes
+  (`retrieval_gt_boxes_path`, records whose queries and gallery are the ground-truth items)."""
   metrics = {}
   if results_path:
     gt_path = _gt_file(gt_dir, f"{split}_coco.json")
     metrics.update(score(gt_path, _load_json(results_path), results_path))
-  if retrieval_path:
-    metrics["retrieval"] = score_retrieval(gt_dir, split, _load_json(retrieval_path),
-                                           retrieval_path)
+  diagnostics = {}
+  for key, path in (("retrieval", retrieval_path),
+                    ("retrieval_gt_boxes", retrieval_gt_boxes_path)):
+    if not path:
+      continue
+    metrics[key], table, hub = score_retrieval(gt_dir, split, _load_json(path), path)
+    metrics.setdefault("subsets", {})[key] = table
+    diagnostics["hub_share" + key[len("retrieval"):]] = hub
+  if diagnostics:
+    metrics["retrieval_diagnostics"] = diagnostics
   return metrics

@@ -136,18 +136,31 @@ class MaskHead(nn.Module):
   dtype: layers.Dtype = jnp.float32
   matmul_convs: bool = False  # convs as matmuls (layers.matmul_conv: same parameters, numbers)
 
-  @nn.compact
+  def setup(self):
+    self.convs = [layers.conv(self.channels, 3, name=f"mask_fcn{i + 1}", dtype=self.dtype,
+                              kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)
+                  for i in range(self.num_convs)]
+    self.conv5_mask = _deconv(self.channels, 2, 0, "conv5_mask", self.dtype, self.matmul_convs)
+    self.mask_fcn_logits = layers.conv(self.num_classes, 1, name="mask_fcn_logits",
+                                       dtype=self.dtype, kernel_init=_KAIMING_OUT,
+                                       matmul=self.matmul_convs)
+
+  def features(self, x):
+    """x [..., S, S, C] -> the 4-conv features [N, S, S, channels] (N = prod of leading)."""
+    x = x.reshape(-1, *x.shape[-3:])
+    for c in self.convs:
+      x = nn.relu(c(x))
+    return x
+
+  def logits(self, features):
+    """The 4-conv features [N, S, S, channels] -> mask logits [N, 2S, 2S, num_classes]."""
+    x = nn.relu(self.conv5_mask(features))
+    return self.mask_fcn_logits(x).astype(jnp.float32)
+
   def __call__(self, x):
     """x [..., S, S, C] -> mask logits [..., 2S, 2S, num_classes]."""
-    lead = x.shape[:-3]
-    x = x.reshape(-1, *x.shape[-3:])
-    for i in range(self.num_convs):
-      x = nn.relu(layers.conv(self.channels, 3, name=f"mask_fcn{i + 1}", dtype=self.dtype,
-                              kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)(x))
-    x = nn.relu(_deconv(self.channels, 2, 0, "conv5_mask", self.dtype, self.matmul_convs)(x))
-    x = layers.conv(self.num_classes, 1, name="mask_fcn_logits", dtype=self.dtype,
-                    kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)(x)
-    return x.reshape(*lead, *x.shape[1:]).astype(jnp.float32)
+    y = self.logits(self.features(x))
+    return y.reshape(*x.shape[:-3], *y.shape[1:])
 
   def class_logits(self, x, classes):
     """x [N, S, S, C], classes [N] (int) -> each RoI's logits of its class [N, 2S, 2S]."""
@@ -181,7 +194,11 @@ class LandmarkHead(nn.Module):
     """Heatmap logits [N, 4S, 4S, K] of the landmark channels [N, K] of each RoI
     (x [N, S, S, C]): the deconv is evaluated for those channels only, then upsampled x2
     (bilinear) as in `__call__`."""
-    y = self.kps_score_lowres(self.features(x), channels).astype(jnp.float32)
+    return self.block_logits_of_features(self.features(x), channels)
+
+  def block_logits_of_features(self, features, channels):
+    """`block_logits` from the 8-conv features [N, S, S, channels] (`features`)."""
+    y = self.kps_score_lowres(features, channels).astype(jnp.float32)
     n, h, w, k = y.shape
     return jax.image.resize(y, (n, 2 * h, 2 * w, k), "bilinear")
 

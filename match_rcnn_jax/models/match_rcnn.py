@@ -54,8 +54,16 @@ class MatchRCNN(nn.Module):
                                             channels=c.landmark_head.channels,
                                             num_convs=c.landmark_head.num_convs, dtype=dtype)
     self.match_embedding = matching.MatchEmbedding(channels=_static(c.match_head.channels),
-                                                   dim=c.match_head.dim, dtype=dtype)
-    self.similarity = matching.Similarity()
+                                                   dim=c.match_head.dim,
+                                                   norm=c.match_head.get("norm", "batch"),
+                                                   dtype=dtype)
+    self.similarity = matching.Similarity(dim=c.match_head.dim)
+    self.match_streams = matching.parse_features(c.match_head.get("features", "box"))
+    for stream, size in (("landmark", c.landmark_head.roi_size),
+                         ("mask", c.mask_head.roi_size)):
+      if stream in self.match_streams and size % 7:
+        raise ValueError(f"match_head.features uses the {stream} stream, whose RoI size "
+                         f"({size}) must be a multiple of 7 (pooled to the MN's 7 x 7)")
 
   # -- building blocks, also used by the training forward and the tests ---------------------
 
@@ -85,11 +93,57 @@ class MatchRCNN(nn.Module):
         c.post_nms_top_k_train if train else c.post_nms_top_k_test, c.nms_threshold, c.min_size)
     return logits, deltas, props
 
-  def embed(self, pooled7, train: bool = False):
-    return self.match_embedding(pooled7, train=train)
+  def embed(self, features, train: bool = False, mask=None):
+    """MN embeddings [..., D] of its input features [..., 7, 7, C] (`match_input`)."""
+    return self.match_embedding(features, train=train, mask=mask)
 
   def match_logits(self, v1, v2):
     return self.similarity(v1, v2)
+
+  def pool_image(self, images, boxes, forward_only: bool = False):
+    """The RoIs [B, R, 7, 7, 3] of the (normalised) input images themselves: the MN's "image"
+    stream."""
+    r = self.config.roi_align
+    return ops.roi_align(images, boxes, 7, 1.0, r.sampling_ratio, r.aligned,
+                         backend=r.backend, forward_only=forward_only)
+
+  def match_input(self, pooled7, landmark_features=None, mask_features=None, pixels7=None):
+    """The MN's input [N, 7, 7, C] from the streams of `match_head.features`: the box stream's
+    RoI features pooled7 [N, 7, 7, C], the landmark / mask streams' conv features
+    [N, S, S, C'] (average-pooled to 7 x 7), the image's RoI pixels7 [N, 7, 7, 3],
+    concatenated along channels."""
+    parts = []
+    for stream in self.match_streams:
+      x = {"box": pooled7, "landmark": landmark_features, "mask": mask_features,
+           "image": pixels7}[stream]
+      n, size = x.shape[0], x.shape[1]
+      if size != 7:
+        f = size // 7
+        x = x.astype(jnp.float32).reshape(n, 7, f, 7, f, x.shape[-1]).mean((2, 4))
+      parts.append(x.astype(pooled7.dtype))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)
+
+  def embed_boxes(self, images, pyramid, boxes, train: bool = False, mask=None,
+                  forward_only: bool = False):
+    """MN embeddings [B, R, D] of boxes [B, R, 4] (canvas pixels) of `images` (their FPN
+    `pyramid`): pooled and run through the streams of `match_head.features`, then the MN."""
+    c = self.config
+    b, r = boxes.shape[:2]
+    flat = lambda x: x.reshape(b * r, *x.shape[2:])  # noqa: E731
+    pool = functools.partial(self.pool, pyramid, boxes, forward_only=forward_only)
+    lm = mk = pixels = None
+    if "landmark" in self.match_streams:
+      lm = self.landmark_head.features(flat(pool(c.landmark_head.roi_size)))
+    if "mask" in self.match_streams:
+      mk = self.mask_head.features(flat(pool(c.mask_head.roi_size)))
+    if "image" in self.match_streams:
+      pixels = flat(self.pool_image(images, boxes, forward_only))
+    x = self.match_input(flat(pool(7)), lm, mk, pixels)
+    scale = c.match_head.get("feature_grad_scale", 1.0)
+    if train and scale != 1.0:  # the MN's gradient into the shared features, scaled
+      x = scale * x + (1.0 - scale) * jax.lax.stop_gradient(x)
+    emb = self.embed(x, train=train, mask=None if mask is None else mask.reshape(-1))
+    return emb.reshape(b, r, -1)
 
   def initialize(self, images):
     """Touches every submodule once without the (slow to compile) proposal and NMS code, so
@@ -103,18 +157,22 @@ class MatchRCNN(nn.Module):
     pooled = self.pool(pyramid, boxes, c.mask_head.roi_size)
     self.mask_head(pooled)
     self.landmark_head(self.pool(pyramid, boxes, c.landmark_head.roi_size))
-    v = self.embed(self.pool(pyramid, boxes, 7))
+    v = self.embed_boxes(images, pyramid, boxes)
     return self.match_logits(v, v)
 
-  def _heads(self, pooled14, lm_pooled, pooled7, boxes, classes):
+  def _heads(self, pooled14, lm_pooled, pooled7, pixels7, boxes, classes):
     """Mask probabilities [N, 28, 28], landmarks [N, 294, 3] and match embeddings [N, D] of N
-    detections from their pooled features."""
-    masks = postprocess.select_class_masks(self.mask_head(pooled14), classes)
+    detections from their pooled features (the MN reading the streams' features computed
+    for the masks and landmarks)."""
+    mask_features = self.mask_head.features(pooled14)
+    masks = postprocess.select_class_masks(self.mask_head.logits(mask_features), classes)
     channels, in_block = postprocess.block_channels(classes)
-    block = self.landmark_head.block_logits(lm_pooled, channels)
+    lm_features = self.landmark_head.features(lm_pooled)
+    block = self.landmark_head.block_logits_of_features(lm_features, channels)
     block = jnp.where(in_block[:, None, None, :], block, -jnp.inf)
     landmarks = postprocess.decode_landmarks(block, boxes, classes)
-    return masks, landmarks, self.embed(pooled7)
+    return masks, landmarks, self.embed(self.match_input(pooled7, lm_features, mask_features,
+                                                         pixels7))
 
   def _pure(self, module, method=None):
     """(`fn`, variables): `module`'s method as a pure function `fn(variables, *args)` of its
@@ -165,19 +223,22 @@ class MatchRCNN(nn.Module):
 
   # -- the model ---------------------------------------------------------------------------
 
-  def __call__(self, images, targets=None, *, image_sizes=None, train: bool = False):
+  def __call__(self, images, targets=None, *, image_sizes=None, train: bool = False,
+               boxes=None):
     if targets is None:
-      return self.infer(images, image_sizes)
+      return self.infer(images, image_sizes, given_boxes=boxes)
     return self.train_forward(images, targets, image_sizes, train)
 
   def train_forward(self, images, targets, image_sizes=None, train: bool = True):
     """Outputs and targets of every loss (see `training.losses`) for a batch with ground truth.
 
     Args:
-      images: [N, H, W, 3]. With `targets['pair_match']` ([N / 2, M, M]) the batch is made of
-        (shop, user) image pairs stored as images 2p (shop) and 2p + 1 (user).
+      images: [N, H, W, 3]. With `targets['pair_id']` the batch is made of (shop, user) image
+        pairs stored as images 2p (shop) and 2p + 1 (user), and the outputs include the match
+        logits of every shop RoI against every user RoI of the batch (`pair_logits` [A, B],
+        the 'same product' logit difference d, with `pair_labels` and `pair_valid`).
       targets: dict of boxes [N, M, 4], classes [N, M], valid [N, M], mask_crops [N, M, S, S],
-        landmarks [N, M, 294, 3], optionally styles [N, M] and pair_match.
+        landmarks [N, M, 294, 3], and for pair batches styles [N, M] and pair_id [N].
     """
     c = self.config
     t = c.train
@@ -253,20 +314,24 @@ class MatchRCNN(nn.Module):
     out["landmark_targets"] = index
     out["landmark_valid"] = valid & l_fg[..., None]
 
-    if "pair_match" in targets:
-      kp = t.pair_rois_per_image
-      emb = self.embed(pooled7[:, :kp], train=train)  # [N, K, D]
-      p = n // 2
-      emb = emb.reshape(p, 2, kp, -1)
-      out["pair_logits"] = self.match_logits(emb[:, 0, :, None], emb[:, 1, None, :])
-      matched = rois["matched"][:, :kp].reshape(p, 2, kp)
-      fg = rois["is_fg"][:, :kp].reshape(p, 2, kp)
-      labels, valid = jax.vmap(tgt.pair_targets)(matched[:, 0], fg[:, 0], matched[:, 1],
-                                                 fg[:, 1], targets["pair_match"])
-      out["pair_labels"], out["pair_valid"] = labels, valid
+    if "pair_id" in targets:  # the batch is (shop, user) image pairs: the matching network
+      boxes, matched, valid = jax.vmap(lambda b, v, r: tgt.match_rois(
+          b, v, r, t.pair_rois_per_image, t.match_fg_iou))(gt_boxes, gt_valid, rois)
+      emb = self.embed_boxes(images, pyramid, boxes, train=train, mask=valid)  # [N, R, D]
+      styles = jnp.take_along_axis(targets["styles"].astype(jnp.int32), matched, axis=1)
+      ids = jnp.broadcast_to(targets["pair_id"].astype(jnp.int32)[:, None], matched.shape)
+      shop = lambda x: x[0::2].reshape(-1, *x.shape[2:])  # noqa: E731  images 2p
+      user = lambda x: x[1::2].reshape(-1, *x.shape[2:])  # noqa: E731  images 2p + 1
+      # Every shop RoI of the global batch against every user RoI: [P R, P R].
+      out["pair_logits"] = self.similarity.pairwise(shop(emb), user(emb))
+      out["pair_labels"], out["pair_valid"] = tgt.pair_targets(
+          shop(ids), shop(styles), shop(valid), user(ids), user(styles), user(valid))
     return out
 
-  def infer(self, images, image_sizes=None):
+  def infer(self, images, image_sizes=None, given_boxes=None):
+    """Detections with their masks, landmarks and match embeddings; with `given_boxes`
+    ([B, K, 4], canvas pixels: e.g. the ground-truth garments) also `box_embeddings`
+    [B, K, D], the MN's embeddings of those boxes (retrieval with ground-truth boxes)."""
     c = self.config
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must be [B, H, W, 3], got {images.shape}")
@@ -289,6 +354,7 @@ class MatchRCNN(nn.Module):
                  else pool(c.landmark_head.roi_size))
     flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
     inputs = (flat(pooled14), flat(lm_pooled), flat(pool(7)),
+              flat(self.pool_image(images, boxes, forward_only=True)),
               boxes.reshape(n, 4), classes.reshape(n))
     chunk = d.get("head_chunk", 0)
     if chunk and n > chunk:
@@ -297,7 +363,7 @@ class MatchRCNN(nn.Module):
       masks, landmarks, embeddings = self._heads(*inputs)
     masks = masks.reshape(b, -1, *masks.shape[1:])
     embeddings = embeddings.reshape(b, -1, embeddings.shape[-1])
-    return {
+    out = {
         **dets,
         "masks": masks,
         "landmarks": landmarks.reshape(b, -1, *landmarks.shape[1:]),
@@ -305,6 +371,11 @@ class MatchRCNN(nn.Module):
         "proposals": props,
         "proposal_valid": pvalid,
     }
+    if given_boxes is not None:
+      if given_boxes.ndim != 3 or given_boxes.shape[0] != b or given_boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be [{b}, K, 4], got {given_boxes.shape}")
+      out["box_embeddings"] = self.embed_boxes(images, pyramid, given_boxes, forward_only=True)
+    return out
 
 
 def model_config(depth: str = "50") -> ml_collections.ConfigDict:
@@ -323,7 +394,16 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "box_head": {"hidden": 1024},
       "mask_head": {"channels": 256, "num_convs": 4, "roi_size": 14},
       "landmark_head": {"channels": 512, "num_convs": 8, "roi_size": 14, "num_landmarks": 294},
-      "match_head": {"channels": (256, 256, 256, 1024), "dim": 256},
+      # features: the PN streams the MN reads, joined by '+' (matching.FEATURE_STREAMS: box =
+      # the paper's "class", landmark = "pose", mask = "mask", image = the RoI's pixels); the
+      # default is the best measured on the demo (README, "Retrieval results").
+      "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
+                     "features": "landmark+box+image", "norm": "batch",
+                     # the share of the MN's gradient that reaches the streams' features (the
+                     # backbone, FPN and PN convs): 1 end to end, 0 the MN on fixed features;
+                     # at 1 the match loss cost the demo's detection (box AP50 0.18 against
+                     # 0.72 at 0.1)
+                     "feature_grad_scale": 0.1},
       # head_chunk > 0: the mask / landmark / match heads run on the valid detections only,
       # that many at a time (0: on every slot at once).
       "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,
@@ -332,7 +412,10 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "train": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
                 "rpn_positive_fraction": 0.5, "rois_per_image": 512,
                 "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5, "mask_rois_per_image": 128,
-                "landmark_rois_per_image": 64, "pair_rois_per_image": 8,
+                "landmark_rois_per_image": 64,
+                # The matching network's RoIs: each image's GT boxes, plus this many sampled
+                # RoIs that overlap their GT with IoU >= match_fg_iou.
+                "pair_rois_per_image": 8, "match_fg_iou": 0.7,
                 # > 0: the mask and landmark heads run on the foreground RoIs only, that
                 # many at a time (0: on every RoI slot); the activations of the first
                 # head_keep_rows foreground RoIs are kept for the backward pass (buffers of

@@ -8,7 +8,8 @@
   centres, thresholded at 0.5.
 * `landmark_targets`: per landmark of the matched GT, the index of its cell on the RoI's
   56 x 56 heatmap (torchvision's keypoints_to_heatmap), valid when v > 0 and inside the RoI.
-* `pair_targets`: labels of every (shop RoI, user RoI) combination of an image pair.
+* `match_rois`: the RoIs of the matching network: the GT boxes and tight foreground RoIs.
+* `pair_targets`: labels of every (shop RoI, user RoI) combination of the global batch.
 
 All targets are computed under stop_gradient.
 """
@@ -62,8 +63,8 @@ def sample_rois(rng, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid,
                 box_weights=(10.0, 10.0, 5.0, 5.0)):
   """Fixed-count RoI sampling.
 
-  Returns a dict: rois [S, 4], labels [S] (category or 0), matched [S] (GT index), is_fg [S],
-  valid [S], box_targets [S, 4]; foreground RoIs come first.
+  Returns a dict: rois [S, 4], labels [S] (category or 0), matched [S] (GT index), iou [S]
+  (with that GT), is_fg [S], valid [S], box_targets [S, 4]; foreground RoIs come first.
   """
   boxes = jnp.concatenate([proposals, gt_boxes], 0)
   valid = jnp.concatenate([proposal_valid, gt_valid], 0)
@@ -77,7 +78,7 @@ def sample_rois(rng, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid,
   m = matched[idx]
   targets = ops.encode(gt_boxes[m], rois, box_weights)
   out = {"rois": rois, "labels": jnp.where(is_fg, gt_classes[m], 0).astype(jnp.int32),
-         "matched": m, "is_fg": is_fg, "valid": ok,
+         "matched": m, "iou": best[idx], "is_fg": is_fg, "valid": ok,
          "box_targets": jnp.where(is_fg[:, None], targets, 0.0)}
   return jax.tree.map(jax.lax.stop_gradient, out)
 
@@ -118,13 +119,36 @@ def landmark_targets(rois, landmarks, size: int = 56):
   return jax.lax.stop_gradient(index), jax.lax.stop_gradient(valid)
 
 
-def pair_targets(shop_matched, shop_valid, user_matched, user_valid, pair_match):
-  """Labels [K, K] (1 = same product) and validity of every (shop RoI, user RoI) combination.
+def match_rois(gt_boxes, gt_valid, rois, num_rois: int, min_iou: float = 0.7):
+  """The RoIs of one image that feed the matching network: its GT boxes, then `num_rois` of
+  the sampled RoIs that overlap their GT tightly (foreground with IoU >= `min_iou`).
 
   Args:
-    shop_matched / user_matched: [K] GT index of each RoI; *_valid: [K] bool.
-    pair_match: [M, M] bool, shop GT i and user GT j are the same product.
+    gt_boxes [M, 4], gt_valid [M]; rois: `sample_rois`' dict (foreground first, random order).
+  Returns:
+    boxes [M + num_rois, 4], matched [M + num_rois] (GT index), valid [M + num_rois] bool.
   """
-  labels = pair_match[shop_matched[:, None], user_matched[None, :]]
+  tight = rois["valid"] & rois["is_fg"] & (rois["iou"] >= min_iou)
+  pick = jnp.argsort(~tight, stable=True)[:num_rois]
+  m = gt_boxes.shape[0]
+  out = (jnp.concatenate([gt_boxes, rois["rois"][pick]], 0),
+         jnp.concatenate([jnp.arange(m, dtype=jnp.int32), rois["matched"][pick].astype(
+             jnp.int32)], 0),
+         jnp.concatenate([gt_valid, tight[pick]], 0))
+  return jax.tree.map(jax.lax.stop_gradient, out)
+
+
+def pair_targets(shop_ids, shop_styles, shop_valid, user_ids, user_styles, user_valid):
+  """Labels [A, B] (1 = same product) and validity of every (shop RoI, user RoI) combination of
+  a batch: the two RoIs' GT items have the same pair_id and the same style > 0 (the dataset's
+  definition), whichever image pair, device or host they come from.
+
+  Args:
+    shop_ids / shop_styles: [A] pair_id and style of each shop RoI's GT item; shop_valid [A].
+    user_ids / user_styles / user_valid: the same for [B] user RoIs.
+  """
+  same = ((shop_ids[:, None] == user_ids[None, :]) & (shop_styles[:, None] == user_styles[None, :])
+          & (shop_styles[:, None] > 0))
   valid = shop_valid[:, None] & user_valid[None, :]
-  return (jax.lax.stop_gradient(labels.astype(jnp.int32)), jax.lax.stop_gradient(valid))
+  return (jax.lax.stop_gradient((same & valid).astype(jnp.int32)),
+          jax.lax.stop_gradient(valid))

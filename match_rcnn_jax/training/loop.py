@@ -168,6 +168,11 @@ def train(config, workdir: str) -> dict:
       png = os.path.join(workdir, "eval", "predictions.png")
       predict.save_split_predictions(config, model, variables, config.data.eval_split, png)
       print(f"predictions on held-out images drawn in {png}", flush=True)
+      from match_rcnn_jax import retrieve
+      png = os.path.join(workdir, "eval", "retrieval.png")
+      with open(os.path.join(workdir, "eval", "retrieval_results.json")) as f:
+        retrieve.save_split_retrieval(config.data.dir, config.data.eval_split, json.load(f), png)
+      print(f"retrieval of held-out garments drawn in {png}", flush=True)
       final.update({f"{task}_{k}": v for task, m in metrics_eval.items() if task != "subsets"
                     for k, v in m.items()})
   return final

@@ -13,7 +13,7 @@ from flax import traverse_util
 from match_rcnn_jax.training import losses as losses_lib
 from match_rcnn_jax.training import optim
 
-TARGET_KEYS = ("boxes", "classes", "valid", "mask_crops", "landmarks", "styles")
+TARGET_KEYS = ("boxes", "classes", "valid", "mask_crops", "landmarks", "styles", "pair_id")
 
 
 @flax.struct.dataclass
@@ -37,7 +37,6 @@ def flatten_pairs(batch: dict) -> tuple[jnp.ndarray, dict, jnp.ndarray]:
   """A pair batch [P, 2, ...] -> images [2P, ...], targets, image sizes [2P, 2]."""
   flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
   targets = {k: flat(batch[k]) for k in TARGET_KEYS}
-  targets["pair_match"] = batch["pair_match"]
   return flat(batch["image"]), targets, flat(batch["image_info"])[:, 4:6]
 
 
@@ -69,12 +68,13 @@ def make_train_step(model, tx, loss_weights, dtype=jnp.float32, frozen=()):
     losses = losses_lib.compute(out, loss_weights)
     # Foreground RoIs per image: what the mask and landmark heads cost this step.
     fg = out["roi_is_fg"].sum() / out["roi_is_fg"].shape[0]
-    return losses["loss"], (losses, updates["batch_stats"], fg)
+    counts = {"fg_rois": fg, **losses_lib.pair_counts(out)}
+    return losses["loss"], (losses, updates["batch_stats"], counts)
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
     trainable, fixed = split_frozen(state.params, frozen)
-    (loss, (losses, batch_stats, fg)), grads = jax.value_and_grad(
+    (loss, (losses, batch_stats, counts)), grads = jax.value_and_grad(
         lambda t: loss_fn(merge_frozen(t, fixed), state, batch, rng), has_aux=True)(trainable)
     grads = merge_frozen(grads, jax.tree.map(jnp.zeros_like, fixed))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -87,7 +87,8 @@ def make_train_step(model, tx, loss_weights, dtype=jnp.float32, frozen=()):
         opt_state=keep(opt_state, state.opt_state),
         batch_stats=keep(batch_stats, state.batch_stats),
         skipped=state.skipped + (~finite).astype(jnp.int32))
-    metrics = {**losses, "grad_norm": optax.global_norm(grads), "fg_rois": fg.astype(jnp.float32),
+    metrics = {**losses, "grad_norm": optax.global_norm(grads),
+               **{k: v.astype(jnp.float32) for k, v in counts.items()},
                "skipped": new_state.skipped.astype(jnp.float32)}
     return new_state, metrics
 
