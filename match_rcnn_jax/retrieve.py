@@ -74,23 +74,32 @@ def strip(query_image: np.ndarray, results: list[dict], height: int = 128) -> Im
   cache: dict[str, np.ndarray] = {}
   rows = []
   for r in results:
-    tiles = [(_crop(query_image, r["bbox"], height), f"query: {r['category_name']}")]
+    tiles = [(_crop(query_image, r["bbox"], height), f"query: {r['category_name']}",
+              _QUERY_FRAME)]
     for m in r["matches"]:
       if m["image"] not in cache:
         cache[m["image"]] = predict.read_image(m["image"])
       tiles.append((_crop(cache[m["image"]], m["bbox"], height),
-                    f"p={m['match_probability']:.2f}"))
+                    f"p={m['match_probability']:.2f}", None))
     rows.append(tiles)
-  width = max([sum(t.width + 8 for t, _ in row) for row in rows] + [height])
+  return _sheet(rows, height)
+
+
+_QUERY_FRAME = (230, 25, 75)
+
+
+def _sheet(rows: list, height: int) -> Image.Image:
+  """Rows of (tile, caption, frame colour or None) laid out left to right, captions above."""
+  width = max([sum(t.width + 8 for t, _, _ in row) for row in rows] + [height])
   sheet = Image.new("RGB", (width, max(len(rows), 1) * (height + 20)), (255, 255, 255))
   pen = ImageDraw.Draw(sheet)
-  for r, row in enumerate(rows):
-    x, y = 0, r * (height + 20)
-    for t, (tile, caption) in enumerate(row):
+  for i, row in enumerate(rows):
+    x, y = 0, i * (height + 20)
+    for tile, caption, frame in row:
       sheet.paste(tile, (x, y + 16))
       pen.text((x + 2, y + 2), caption, fill=(0, 0, 0))
-      if t == 0:
-        pen.rectangle([x, y + 16, x + tile.width - 1, y + 16 + height - 1], outline=(230, 25, 75),
+      if frame is not None:
+        pen.rectangle([x, y + 16, x + tile.width - 1, y + 16 + height - 1], outline=frame,
                       width=3)
       x += tile.width + 8
   return sheet
@@ -109,23 +118,12 @@ def result_strip(results: list, images: dict, top: int = 5, height: int = 96) ->
   for r in results:
     q = r.record
     tiles = [(_crop(images[q["query_image_id"]], _xywh(q["query_bbox"]), height),
-              f"query {q['query_image_id']}", (230, 25, 75))]
+              f"query {q['query_image_id']}", _QUERY_FRAME)]
     for t, (gid, box) in enumerate(zip(q["gallery_image_id"][:top], q["gallery_bbox"][:top])):
       tiles.append((_crop(images[gid], _xywh(box), height), f"{t + 1}: {gid}",
                     (60, 180, 75) if r.hits[t] else (170, 170, 170)))
     rows.append(tiles)
-  width = max([sum(t.width + 8 for t, _, _ in row) for row in rows] + [height])
-  sheet = Image.new("RGB", (width, max(len(rows), 1) * (height + 20)), (255, 255, 255))
-  pen = ImageDraw.Draw(sheet)
-  for i, row in enumerate(rows):
-    x, y = 0, i * (height + 20)
-    for tile, caption, frame in row:
-      sheet.paste(tile, (x, y + 16))
-      pen.text((x + 2, y + 2), caption, fill=(0, 0, 0))
-      pen.rectangle([x, y + 16, x + tile.width - 1, y + 16 + height - 1], outline=frame,
-                    width=3)
-      x += tile.width + 8
-  return sheet
+  return _sheet(rows, height)
 
 
 def save_split_retrieval(data_dir: str, split: str, records: list[dict], path: str,

@@ -35,32 +35,33 @@ def retrieval_records(records: list[dict], embeddings: np.ndarray, sources: np.n
   return retrieval.make_records(queries, gallery, q_emb, g_emb, w, b, progress=progress)
 
 
+def _gt_of_source(predictions, source) -> tuple[list[dict], np.ndarray]:
+  """The ground-truth garments of `source`'s images and their embeddings."""
+  sel = [i for i, it in enumerate(predictions.gt_items) if it["source"] == int(source)]
+  return [predictions.gt_items[i] for i in sel], predictions.gt_embeddings[sel]
+
+
 def gt_retrieval_records(predictions, similarity_params, progress=None) -> list[dict]:
   """Retrieval records with ground-truth boxes (the paper's "GT box" column): every garment of
   a user image is a query (category and box of its ground truth, score 1), ranked against every
   garment of the shop images (style 0 included) by the match network on those boxes."""
-  def items(source):
-    sel = [i for i, it in enumerate(predictions.gt_items) if it["source"] == int(source)]
-    out = [{"image_id": predictions.gt_items[i]["image_id"],
-            "bbox": predictions.gt_items[i]["bbox"],
-            "category_id": predictions.gt_items[i]["category_id"], "score": 1.0} for i in sel]
-    return out, predictions.gt_embeddings[sel]
+  def entries(items):
+    return [{"image_id": it["image_id"], "bbox": it["bbox"], "category_id": it["category_id"],
+             "score": 1.0} for it in items]
 
-  queries, q_emb = items(schema.Source.USER)
-  gallery, g_emb = items(schema.Source.SHOP)
+  users, q_emb = _gt_of_source(predictions, schema.Source.USER)
+  shops, g_emb = _gt_of_source(predictions, schema.Source.SHOP)
   w, b = retrieval.similarity_vector(similarity_params)
-  return retrieval.make_records(queries, gallery, q_emb, g_emb, w, b, progress=progress)
+  return retrieval.make_records(entries(users), entries(shops), q_emb, g_emb, w, b,
+                                progress=progress)
 
 
 def pair_auc(predictions, similarity_params) -> float:
   """`retrieval.pair_auc_same_category` of the ground-truth garments (users x shops)."""
-  items = predictions.gt_items
-  user = [i for i, it in enumerate(items) if it["source"] == int(schema.Source.USER)]
-  shop = [i for i, it in enumerate(items) if it["source"] == int(schema.Source.SHOP)]
+  users, u_emb = _gt_of_source(predictions, schema.Source.USER)
+  shops, s_emb = _gt_of_source(predictions, schema.Source.SHOP)
   w, b = retrieval.similarity_vector(similarity_params)
-  emb = predictions.gt_embeddings
-  return retrieval.pair_auc_same_category([items[i] for i in user], emb[user],
-                                          [items[i] for i in shop], emb[shop], w, b)
+  return retrieval.pair_auc_same_category(users, u_emb, shops, s_emb, w, b)
 
 
 def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 1),
