@@ -8,9 +8,6 @@ import ml_collections
 
 from match_rcnn_jax.models.match_rcnn import model_config
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -36,8 +33,6 @@ def base_config() -> ml_collections.ConfigDict:
       "flip_prob": 0.5,
       "max_instances": 16,  # ground truth padded to this many items per image
       "mask_crop_size": 56,  # GT masks cropped to their box at this size on the host
-      "pixel_mean": IMAGENET_MEAN,
-      "pixel_std": IMAGENET_STD,
       "shuffle_buffer": 256,
       # The (shop, user) pairs of a training batch show products of one category, so the match
       # loss sees same-category garments of different products (retrieval's confusion set).
@@ -46,6 +41,10 @@ def base_config() -> ml_collections.ConfigDict:
       "seed": 0,
   })
   config.model = model_config(depth="50")
+  # The pipeline normalises images with the model's pixel_mean / pixel_std (ImageNet's):
+  # one value, overridable at either name.
+  config.data.pixel_mean = config.model.get_ref("pixel_mean")
+  config.data.pixel_std = config.model.get_ref("pixel_std")
   config.batch_size = 8  # global, over all devices and hosts
   config.pairs_per_batch = 4  # (shop, user) image pairs per global batch for the match head
   config.init_from = ""  # directory written by match_rcnn_jax.tools.import_torchvision

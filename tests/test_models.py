@@ -16,6 +16,7 @@ from match_rcnn_jax.models import heads, layers, match_rcnn, matching, postproce
 @pytest.fixture(scope="module")
 def tiny_model():
   cfg = tiny.get_config().model
+  cfg.match_head.features = "landmark+box+mask+image+colour"  # every MN stream, tested below
   model = match_rcnn.build(cfg)
   variables = match_rcnn.init(model, jax.random.PRNGKey(0), (128, 128))
   traces = []
@@ -296,6 +297,39 @@ def test_similarity_cannot_reward_difference():
                              atol=1e-5)
 
 
+def test_colour_features_ignore_brightness_and_background():
+  """The "colour" stream: a garment lit darker has the same chromaticity and spread (its log
+  intensity shifts by the log of the factor); with a garment mask as the weights, the corners'
+  background leaves the whole-RoI statistics untouched; hand-computed values."""
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  to_input = lambda rgb: (rgb - np.asarray(mean)) / np.asarray(std)  # noqa: E731
+  size = 14
+  garment = np.zeros((size, size, 3), np.float32)
+  garment[:, :] = (0.6, 0.3, 0.1)
+  garment[::2, :] = (0.2, 0.2, 0.6)  # a striped pattern of two colours
+  inside = np.zeros((size, size), bool)
+  inside[3:11, 2:12] = True
+  scene = np.where(inside[..., None], garment, np.float32((0.1, 0.9, 0.1)))
+  x = np.stack([to_input(scene), to_input(scene * 0.7), to_input(np.where(
+      inside[..., None], garment, np.float32((0.9, 0.1, 0.5))))]).astype(np.float32)
+  f = np.asarray(matching.colour_features(jnp.asarray(x), mean, std, weights=inside))
+  assert f.shape == (3, 7, 7, 12)
+  np.testing.assert_allclose(f[1][..., :3], f[0][..., :3], atol=2e-3)  # chromaticity
+  np.testing.assert_allclose(f[1][..., 3], f[0][..., 3] + np.log(0.7), atol=5e-3)
+  np.testing.assert_allclose(f[1][..., 8:11], f[0][..., 8:11], atol=2e-3)  # chroma spread
+  np.testing.assert_allclose(f[2][..., 4:], f[0][..., 4:], atol=1e-5)  # other background
+  assert not np.allclose(f[2][..., :3], f[0][..., :3], atol=0.1)  # the cells do see it
+  # Hand-computed over the mask: rows alternate the two colours, half of the pixels each.
+  rgb = garment[inside]
+  chroma = 5.0 * (rgb / (rgb.sum(-1, keepdims=True) + 1e-3) - 1.0 / 3.0)
+  np.testing.assert_allclose(f[0, 3, 3, 4:7], chroma.mean(0), atol=1e-3)
+  np.testing.assert_allclose(f[0, 0, 6, 8:11], chroma.std(0), atol=1e-3)
+  # Default weights: the centred Gaussian, summing to 1 and highest at the centre.
+  w = matching.centre_weights(size)
+  np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
+  assert w[6:8, 6:8].min() > 4 * w[0, 0]
+
+
 def test_detect_matches_torchvision_postprocess():
   torch = pytest.importorskip("torch")
   from torchvision.models.detection import roi_heads as tv_roi_heads
@@ -386,7 +420,8 @@ def test_heads_on_valid_detections_only_match_all_slots(tiny_model):
   boxes = jnp.asarray(np.concatenate([xy, xy + rng.uniform(10, 60, (n, 2))], 1), jnp.float32)
   classes = jnp.asarray(rng.integers(1, 14, n), jnp.int32)
   pixels7 = jnp.asarray(rng.normal(size=(n, 7, 7, 3)), jnp.float32)
-  inputs = (pooled14, pooled14, pooled7, pixels7, boxes, classes)
+  pixels14 = jnp.asarray(rng.normal(size=(n, 14, 14, 3)), jnp.float32)
+  inputs = (pooled14, pooled14, pooled7, pixels7, pixels14, boxes, classes)
   every = jax.device_get(model.apply(variables, *inputs, method=match_rcnn.MatchRCNN._heads))
   valid = np.zeros(n, bool)
   valid[[1, 4, 6, 9, 15]] = True  # 5 valid: two chunks of 3 run, the rest is never computed

@@ -103,19 +103,41 @@ class MatchRCNN(nn.Module):
   def pool_image(self, images, boxes, forward_only: bool = False):
     """The RoIs [B, R, 7, 7, 3] of the (normalised) input images themselves: the MN's "image"
     stream."""
+    return self.pool_pixels(images, boxes, 7, forward_only)
+
+  def pool_pixels(self, images, boxes, size: int, forward_only: bool = False):
+    """The RoIs [B, R, size, size, 3] of the (normalised) input images themselves."""
     r = self.config.roi_align
-    return ops.roi_align(images, boxes, 7, 1.0, r.sampling_ratio, r.aligned,
+    return ops.roi_align(images, boxes, size, 1.0, r.sampling_ratio, r.aligned,
                          backend=r.backend, forward_only=forward_only)
 
-  def match_input(self, pooled7, landmark_features=None, mask_features=None, pixels7=None):
+  def colour(self, pixels14, masks=None):
+    """The MN's "colour" stream [N, 7, 7, 12] of RoI pixels14 [N, 14, 14, 3]
+    (`matching.colour_features`), weighted as `match_head.colour_weights` says: "centre" (a
+    Gaussian on the box) or "mask" (the garment's mask probabilities, masks [N, 28, 28],
+    fixed: no gradient reaches the mask head through them)."""
+    c = self.config
+    mode = c.match_head.get("colour_weights", "centre")
+    weights = None
+    if mode == "mask":
+      n, size = masks.shape[0], masks.shape[1]
+      weights = jax.lax.stop_gradient(
+          masks.astype(jnp.float32).reshape(n, 14, size // 14, 14, size // 14).mean((2, 4)))
+    elif mode != "centre":
+      raise ValueError(f"match_head.colour_weights must be 'centre' or 'mask', got {mode!r}")
+    return matching.colour_features(pixels14, _static(c.pixel_mean), _static(c.pixel_std),
+                                    weights)
+
+  def match_input(self, pooled7, landmark_features=None, mask_features=None, pixels7=None,
+                  colour7=None):
     """The MN's input [N, 7, 7, C] from the streams of `match_head.features`: the box stream's
     RoI features pooled7 [N, 7, 7, C], the landmark / mask streams' conv features
-    [N, S, S, C'] (average-pooled to 7 x 7), the image's RoI pixels7 [N, 7, 7, 3],
-    concatenated along channels."""
+    [N, S, S, C'] (average-pooled to 7 x 7), the image's RoI pixels7 [N, 7, 7, 3], its
+    colour statistics colour7 [N, 7, 7, 12], concatenated along channels."""
     parts = []
     for stream in self.match_streams:
       x = {"box": pooled7, "landmark": landmark_features, "mask": mask_features,
-           "image": pixels7}[stream]
+           "image": pixels7, "colour": colour7}[stream]
       n, size = x.shape[0], x.shape[1]
       if size != 7:
         f = size // 7
@@ -131,14 +153,24 @@ class MatchRCNN(nn.Module):
     b, r = boxes.shape[:2]
     flat = lambda x: x.reshape(b * r, *x.shape[2:])  # noqa: E731
     pool = functools.partial(self.pool, pyramid, boxes, forward_only=forward_only)
-    lm = mk = pixels = None
+    lm = mk = pixels = colour = None
     if "landmark" in self.match_streams:
       lm = self.landmark_head.features(flat(pool(c.landmark_head.roi_size)))
     if "mask" in self.match_streams:
       mk = self.mask_head.features(flat(pool(c.mask_head.roi_size)))
     if "image" in self.match_streams:
       pixels = flat(self.pool_image(images, boxes, forward_only))
-    x = self.match_input(flat(pool(7)), lm, mk, pixels)
+    pooled7 = flat(pool(7))
+    if "colour" in self.match_streams:
+      masks = None
+      if c.match_head.get("colour_weights", "centre") == "mask":  # the box head's class
+        mask_features = mk if mk is not None else self.mask_head.features(
+            flat(pool(c.mask_head.roi_size)))
+        cls_logits = self.box_head(pooled7)[0]
+        classes = jnp.argmax(cls_logits[:, 1:], -1) + 1
+        masks = postprocess.select_class_masks(self.mask_head.logits(mask_features), classes)
+      colour = self.colour(flat(self.pool_pixels(images, boxes, 14, forward_only)), masks)
+    x = self.match_input(pooled7, lm, mk, pixels, colour)
     scale = c.match_head.get("feature_grad_scale", 1.0)
     if train and scale != 1.0:  # the MN's gradient into the shared features, scaled
       x = scale * x + (1.0 - scale) * jax.lax.stop_gradient(x)
@@ -160,7 +192,7 @@ class MatchRCNN(nn.Module):
     v = self.embed_boxes(images, pyramid, boxes)
     return self.match_logits(v, v)
 
-  def _heads(self, pooled14, lm_pooled, pooled7, pixels7, boxes, classes):
+  def _heads(self, pooled14, lm_pooled, pooled7, pixels7, pixels14, boxes, classes):
     """Mask probabilities [N, 28, 28], landmarks [N, 294, 3] and match embeddings [N, D] of N
     detections from their pooled features (the MN reading the streams' features computed
     for the masks and landmarks)."""
@@ -171,8 +203,9 @@ class MatchRCNN(nn.Module):
     block = self.landmark_head.block_logits_of_features(lm_features, channels)
     block = jnp.where(in_block[:, None, None, :], block, -jnp.inf)
     landmarks = postprocess.decode_landmarks(block, boxes, classes)
+    colour7 = self.colour(pixels14, masks) if "colour" in self.match_streams else None
     return masks, landmarks, self.embed(self.match_input(pooled7, lm_features, mask_features,
-                                                         pixels7))
+                                                         pixels7, colour7))
 
   def _pure(self, module, method=None):
     """(`fn`, variables): `module`'s method as a pure function `fn(variables, *args)` of its
@@ -355,6 +388,7 @@ class MatchRCNN(nn.Module):
     flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
     inputs = (flat(pooled14), flat(lm_pooled), flat(pool(7)),
               flat(self.pool_image(images, boxes, forward_only=True)),
+              flat(self.pool_pixels(images, boxes, 14, forward_only=True)),
               boxes.reshape(n, 4), classes.reshape(n))
     chunk = d.get("head_chunk", 0)
     if chunk and n > chunk:
@@ -382,6 +416,10 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
   """Default `config.model`: torchvision Mask / Keypoint R-CNN R50-FPN sizes, 13 categories."""
   return ml_collections.ConfigDict({
       "dtype": "float32",
+      # The input images' normalisation (the data pipeline's, config.data refers to these):
+      # the MN's "colour" stream undoes it.
+      "pixel_mean": (0.485, 0.456, 0.406),
+      "pixel_std": (0.229, 0.224, 0.225),
       "num_classes": 14,  # 13 categories + background
       "backbone": {"depth": str(depth), "width": 64, "norm": "frozen_bn", "norm_eps": 1e-5},
       "fpn_channels": 256,
@@ -398,7 +436,10 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       # the paper's "class", landmark = "pose", mask = "mask", image = the RoI's pixels); the
       # default is the best measured on the demo (README, "Retrieval results").
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
-                     "features": "landmark+box+image", "norm": "batch",
+                     "features": "colour", "norm": "batch",
+                     # the "colour" stream's weights over the RoI: "centre" (a Gaussian on
+                     # the box) or "mask" (the mask head's garment mask, of the box head's class)
+                     "colour_weights": "centre",
                      # the share of the MN's gradient that reaches the streams' features (the
                      # backbone, FPN and PN convs): 1 end to end, 0 the MN on fixed features;
                      # at 1 the match loss cost the demo's detection (box AP50 0.18 against

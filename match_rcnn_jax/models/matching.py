@@ -28,8 +28,11 @@ from match_rcnn_jax.models import layers
 # stream's conv features and the mask stream's conv features (14 x 14, average-pooled to 7 x 7).
 # "image" (not in the paper) is the RoI of the input image itself, 7 x 7 x 3 normalised pixels:
 # the garment's colours and coarse pattern, which a backbone trained from scratch for detection
-# keeps poorly (benchmarks/RESULTS.md, retrieval).
-FEATURE_STREAMS = {"box": "class", "landmark": "pose", "mask": "mask", "image": "image"}
+# keeps poorly (benchmarks/RESULTS.md, retrieval). "colour" (not in the paper either) is the
+# RoI's colours made independent of brightness (`colour_features`): what tells apart two
+# garments of one category, under the user photos' lighting.
+FEATURE_STREAMS = {"box": "class", "landmark": "pose", "mask": "mask", "image": "image",
+                   "colour": "colour"}
 
 
 def parse_features(spec: str) -> tuple[str, ...]:
@@ -45,6 +48,39 @@ def parse_features(spec: str) -> tuple[str, ...]:
 def paper_name(spec: str) -> str:
   """'landmark+box' -> 'pose+class'."""
   return "+".join(FEATURE_STREAMS[s] for s in parse_features(spec))
+
+
+def centre_weights(size: int, sigma: float = 0.25) -> np.ndarray:
+  """[size, size] Gaussian weights over a RoI's sample grid, centred, std `sigma` of the box
+  side, summing to 1: where a box's garment is, away from the background its corners hold."""
+  t = (np.arange(size) + 0.5) / size - 0.5
+  w = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2.0 * sigma ** 2))
+  return (w / w.sum()).astype(np.float32)
+
+
+def colour_features(pixels, pixel_mean, pixel_std, weights=None):
+  """The "colour" stream: pixels [N, S, S, 3] (a RoI's samples of the normalised image, S even)
+  -> [N, S/2, S/2, 12]: per 2 x 2 cell its chromaticity (r, g, b over r + g + b, centred and
+  scaled to about unit range) and log intensity (4 channels), and over the whole RoI, weighted
+  by `weights` ([N, S, S] or [S, S], default `centre_weights`), the mean and the standard
+  deviation of those 4 (8 channels, the same in every cell). Chromaticity does not change when
+  a garment is lit brighter or darker; the weighted mean and spread describe its colours (a
+  pattern's two colours widen the spread) without the background at the box's corners, and
+  reach the MN's global average pool unchanged."""
+  n, size = pixels.shape[0], pixels.shape[1]
+  rgb = jnp.maximum(pixels.astype(jnp.float32) * jnp.asarray(pixel_std, jnp.float32)
+                    + jnp.asarray(pixel_mean, jnp.float32), 0.0)
+  intensity = jnp.sum(rgb, -1, keepdims=True) + 1e-3
+  x = jnp.concatenate([5.0 * (rgb / intensity - 1.0 / 3.0), jnp.log(intensity)], -1)
+  w = centre_weights(size) if weights is None else weights
+  w = jnp.broadcast_to(jnp.asarray(w, jnp.float32), (n, size, size))[..., None]
+  w = w / jnp.maximum(jnp.sum(w, (1, 2), keepdims=True), 1e-6)
+  mean = jnp.sum(w * x, (1, 2), keepdims=True)
+  std = jnp.sqrt(jnp.sum(w * (x - mean) ** 2, (1, 2), keepdims=True) + 1e-6)
+  h = size // 2
+  local = x.reshape(n, h, 2, h, 2, x.shape[-1]).mean((2, 4))
+  whole = jnp.broadcast_to(jnp.concatenate([mean, std], -1), (n, h, h, 2 * x.shape[-1]))
+  return jnp.concatenate([local, whole], -1)
 
 
 class MatchEmbedding(nn.Module):
