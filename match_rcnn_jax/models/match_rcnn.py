@@ -59,6 +59,10 @@ class MatchRCNN(nn.Module):
                                                    dtype=dtype)
     self.similarity = matching.Similarity(dim=c.match_head.dim)
     self.match_streams = matching.parse_features(c.match_head.get("features", "box"))
+    self.colour_weights = c.match_head.get("colour_weights", "centre")
+    if self.colour_weights not in ("centre", "mask"):
+      raise ValueError("match_head.colour_weights must be 'centre' or 'mask', got "
+                       f"{self.colour_weights!r}")
     for stream, size in (("landmark", c.landmark_head.roi_size),
                          ("mask", c.mask_head.roi_size)):
       if stream in self.match_streams and size % 7:
@@ -117,14 +121,11 @@ class MatchRCNN(nn.Module):
     Gaussian on the box) or "mask" (the garment's mask probabilities, masks [N, 28, 28],
     fixed: no gradient reaches the mask head through them)."""
     c = self.config
-    mode = c.match_head.get("colour_weights", "centre")
     weights = None
-    if mode == "mask":
+    if self.colour_weights == "mask":
       n, size = masks.shape[0], masks.shape[1]
       weights = jax.lax.stop_gradient(
           masks.astype(jnp.float32).reshape(n, 14, size // 14, 14, size // 14).mean((2, 4)))
-    elif mode != "centre":
-      raise ValueError(f"match_head.colour_weights must be 'centre' or 'mask', got {mode!r}")
     return matching.colour_features(pixels14, _static(c.pixel_mean), _static(c.pixel_std),
                                     weights)
 
@@ -163,7 +164,7 @@ class MatchRCNN(nn.Module):
     pooled7 = flat(pool(7))
     if "colour" in self.match_streams:
       masks = None
-      if c.match_head.get("colour_weights", "centre") == "mask":  # the box head's class
+      if self.colour_weights == "mask":  # the mask of the box head's class
         mask_features = mk if mk is not None else self.mask_head.features(
             flat(pool(c.mask_head.roi_size)))
         cls_logits = self.box_head(pooled7)[0]
