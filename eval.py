@@ -19,9 +19,6 @@ import json
 import os
 import sys
 
-from match_rcnn_jax.tools import host_malloc  # noqa: E402
-
-host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
@@ -94,7 +91,9 @@ def main(argv):
   else:
     if not (_CONFIG.value and _WORKDIR.value):
       raise app.UsageError("give --config and --workdir, or --gt_dir and --results")
+    from match_rcnn_jax import backend
     from match_rcnn_jax.data import prepare
+    backend.tune_host_allocator()  # glibc malloc settings, on the CPU backend only
     config = _CONFIG.value
     prepare.resolve_data_dir(config, _WORKDIR.value)
     model, variables = _model_variables(config, _WORKDIR.value, _CHECKPOINT.value)

@@ -11,9 +11,6 @@ host (addresses from the environment), or give `--coordinator_address`, `--num_p
 
 import os
 
-from match_rcnn_jax.tools import host_malloc  # noqa: E402
-
-host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 from absl import app, flags, logging  # noqa: E402
@@ -38,6 +35,8 @@ def main(argv):
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
+  from match_rcnn_jax import backend
+  backend.tune_host_allocator()  # glibc malloc settings, on the CPU backend only
   from match_rcnn_jax.training import loop
   final = loop.train(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:

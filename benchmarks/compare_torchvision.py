@@ -15,10 +15,11 @@ of `runs` calls after a warm-up. Reported: seconds per step / per image, the rat
 per image from XLA's cost analysis with the FLOP/s they imply.
 
 JSON (`--json`): {"device", "config", "ours": {"train_step_s", "infer_s", "compile_s",
-"infer_compile_s", "peak_rss_mb", "flops_per_image", "train_flops_per_image",
-"infer_flop_per_s", ...}, "torchvision": {"train_step_s", "infer_s", "peak_rss_mb"},
-"speedup": {"train", "infer"}}; `infer_s` is per image, `train_step_s` per step of
-`train_images` images.
+"infer_compile_s", "peak_rss_mb", "train_peak_rss_mb" (before inference), "train_temp_mb" /
+"infer_temp_mb" (XLA's temporary buffers), "train_minor_faults_per_step", "train_sys_s_per_step",
+"flops_per_image", "train_flops_per_image", "infer_flop_per_s", ...}, "torchvision":
+{"train_step_s", "infer_s", "peak_rss_mb"}, "speedup": {"train", "infer"}}; `infer_s` is per
+image, `train_step_s` per step of `train_images` images.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def _peak_rss_mb() -> float:
 
 
 def _our_model_config(cfg):
-  from match_rcnn_jax.models import match_rcnn
-  m = match_rcnn.model_config(depth=cfg.depth)
+  from configs.model import model_config
+  m = model_config(depth=cfg.depth)
   m.dtype = cfg.dtype
   m.rpn.pre_nms_top_k_train, m.rpn.post_nms_top_k_train = (cfg.rpn_pre_nms_train,
                                                            cfg.rpn_post_nms_train)
@@ -189,6 +190,7 @@ def run_ours(cfg) -> dict:
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   train_flops = _flops(compiled)
+  train_temp_mb = _temp_mb(compiled)
 
   holder = {"state": state}
   fg = []
@@ -198,7 +200,11 @@ def run_ours(cfg) -> dict:
     jax.block_until_ready(metrics)
     fg.append(float(metrics["fg_rois"]))
 
+  before = resource.getrusage(resource.RUSAGE_SELF)
   train_s, train_all = _median(one_step, cfg.runs)
+  after = resource.getrusage(resource.RUSAGE_SELF)
+  steps = cfg.runs + 1  # the warm-up and the timed steps
+  train_peak_rss_mb = _peak_rss_mb()
 
   infer_n = cfg.infer_images
   images = jax.device_put(((data["images"][:infer_n] - MEAN) / STD).astype(np.float32))
@@ -222,11 +228,17 @@ def run_ours(cfg) -> dict:
       "device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} cores)",
       "train_step_s": round(train_s, 4), "train_step_s_all": [round(t, 4) for t in train_all],
       "train_images_per_s": round(n / train_s, 2),
+      # the allocator's cost: fresh pages touched and kernel time, per train step
+      "train_minor_faults_per_step": round((after.ru_minflt - before.ru_minflt) / steps),
+      "train_sys_s_per_step": round((after.ru_stime - before.ru_stime) / steps, 3),
       "fg_rois_per_image": round(float(np.mean(fg[1:])), 1),  # over the timed steps
       "infer_s": round(per_image, 4), "infer_s_all": [round(t / infer_n, 4) for t in infer_all],
       "infer_images_per_s": round(infer_n / infer_s, 2),
       "compile_s": round(compile_s, 2), "infer_compile_s": round(infer_compile_s, 2),
       "peak_rss_mb": round(_peak_rss_mb(), 1),
+      "train_peak_rss_mb": round(train_peak_rss_mb, 1),  # before inference ran
+      # XLA's temporary buffers of one execution (memory_analysis; None where not reported)
+      "train_temp_mb": train_temp_mb, "infer_temp_mb": _temp_mb(infer_compiled),
       "peak_device_mb": peak_device and round(peak_device / 2**20, 1),
       "detections_per_image": round(dets, 1),  # valid ones
       "flops_per_image": infer_flops and round(infer_flops / infer_n),
@@ -234,6 +246,13 @@ def run_ours(cfg) -> dict:
       "infer_flop_per_s": infer_flops and round(infer_flops / infer_s),
       "train_flop_per_s": train_flops and round(train_flops / train_s),
   }
+
+
+def _temp_mb(compiled) -> float | None:
+  try:
+    return round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1)
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    return None
 
 
 def _flops(compiled) -> float | None:
@@ -365,6 +384,18 @@ def run_torchvision(cfg) -> dict:
 # ---------------------------------------------------------------------------- driver
 
 
+def _tune_host_allocator(side: str) -> None:
+  """glibc's malloc settings for the CPU (`backend.tune_host_allocator`), on both sides alike;
+  torchvision's side gets them without loading JAX."""
+  from match_rcnn_jax import backend
+  if side == "ours":
+    backend.tune_host_allocator()
+  elif os.environ.get(backend.OPT_OUT, "1") != "0":
+    import torch
+    if not torch.cuda.is_available():
+      backend.apply_mallopt()
+
+
 def _side(name: str, config_path: str) -> dict:
   """Runs one side in a fresh process and returns its JSON."""
   with tempfile.TemporaryDirectory() as tmp:
@@ -389,6 +420,7 @@ def main(argv=None):
   if cfg.train_images % 2:
     parser.error("train_images must be even: our train step takes (shop, user) pairs")
   if args.side:
+    _tune_host_allocator(args.side)
     result = run_ours(cfg) if args.side == "ours" else run_torchvision(cfg)
     with open(args.side_out, "w") as f:
       json.dump(result, f)
@@ -429,6 +461,10 @@ def main(argv=None):
         f"{torchvision_result['fg_rois_per_image']:>14.1f}\n"
         f"{'detections / image':<26}{ours['detections_per_image']:>12.1f}"
         f"{torchvision_result['detections_per_image']:>14.1f}\n"
+        f"ours, per train step: {ours['train_minor_faults_per_step']} minor page faults, "
+        f"{ours['train_sys_s_per_step']:.2f} s system time; peak RSS after training "
+        f"{ours['train_peak_rss_mb']:.0f} MB; XLA temporaries: train step "
+        f"{ours['train_temp_mb'] or 0:.0f} MB, inference {ours['infer_temp_mb'] or 0:.0f} MB\n"
         f"ours: compile train step {ours['compile_s']:.1f} s, inference "
         f"{ours['infer_compile_s']:.1f} s; GFLOPs / image: inference "
         f"{gf(ours['flops_per_image'])}, train {gf(ours['train_flops_per_image'])}; achieved "
@@ -441,6 +477,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  from match_rcnn_jax.tools import host_malloc
-  host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
   raise SystemExit(main())

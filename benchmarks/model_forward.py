@@ -16,6 +16,7 @@ import time
 
 import jax
 
+from configs.model import model_config
 from match_rcnn_jax.models import match_rcnn
 
 
@@ -30,7 +31,7 @@ def main():
                       help="config.model.detections.head_chunk (0: heads on every slot)")
   parser.add_argument("--json", default="")
   args = parser.parse_args()
-  cfg = match_rcnn.model_config(depth=args.depth)
+  cfg = model_config(depth=args.depth)
   cfg.detections.per_image = args.detections
   if args.head_chunk is not None:
     cfg.detections.head_chunk = args.head_chunk
@@ -63,6 +64,6 @@ def main():
 
 
 if __name__ == "__main__":
-  from match_rcnn_jax.tools import host_malloc
-  host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
+  from match_rcnn_jax import backend
+  backend.tune_host_allocator()  # glibc malloc settings, on the CPU backend only
   main()

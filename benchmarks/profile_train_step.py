@@ -217,6 +217,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  from match_rcnn_jax.tools import host_malloc
-  host_malloc.reexec_with_tuned_malloc()  # glibc settings for XLA:CPU (restarts once)
+  from match_rcnn_jax import backend
+  backend.tune_host_allocator()  # glibc malloc settings, on the CPU backend only
   raise SystemExit(main())

@@ -6,7 +6,7 @@ overridden on the command line, e.g. `--config.data.canvas='(512, 512)'`.
 
 import ml_collections
 
-from match_rcnn_jax.models.match_rcnn import model_config
+from configs.model import model_config
 
 
 def base_config() -> ml_collections.ConfigDict:

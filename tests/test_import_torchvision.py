@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs.model import model_config
 from match_rcnn_jax.models import match_rcnn
 from match_rcnn_jax.tools import import_torchvision
 
@@ -34,7 +35,7 @@ def test_import_coco_style_maskrcnn(tmp_path):
                      "roi_heads.box_predictor.bbox_pred.bias",
                      "roi_heads.mask_predictor.mask_fcn_logits.weight",
                      "roi_heads.mask_predictor.mask_fcn_logits.bias"}
-  model = match_rcnn.build(match_rcnn.model_config())
+  model = match_rcnn.build(model_config())
   template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(1), (64, 64)))
   restored = import_torchvision.load_variables(str(out), template)
   np.testing.assert_array_equal(
@@ -58,7 +59,7 @@ def test_import_imagenet_resnet(tmp_path):
   assert report["loaded"] == 53 * 4 + 53  # 53 convs + 53 BatchNorms of 4 vectors each
   assert {"fc.weight", "fc.bias"} <= set(report["unused"])
   assert all(p.split("/")[1] != "backbone" for p in report["not_loaded"])
-  model = match_rcnn.build(match_rcnn.model_config())
+  model = match_rcnn.build(model_config())
   template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(1), (64, 64)))
   restored = import_torchvision.load_variables(str(tmp_path / "r50"), template)
   np.testing.assert_array_equal(restored["params"]["backbone"]["layer4_2"]["conv3"]["kernel"],

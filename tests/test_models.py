@@ -10,7 +10,7 @@ import pytest
 
 from configs import tiny
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.models import heads, layers, match_rcnn, matching, postprocess, resnet
+from match_rcnn_jax.models import heads, match_rcnn, matching, postprocess, resnet
 
 
 @pytest.fixture(scope="module")
@@ -133,46 +133,6 @@ def test_training_forward_shapes(tiny_model):
   assert bool(out["roi_is_fg"].any(1).all())
 
 
-def test_foreground_rows_value_and_gradients():
-  """`match_rcnn.foreground_rows` equals the function on every row with the unselected rows
-  zeroed, with the same gradients for the parameters and the float inputs, for a selection
-  that is not a multiple of the chunk (filler rows in the last chunk) and for none at all,
-  with every chunk's activations recomputed in the backward, the first chunk's kept and the
-  rest recomputed, and all kept; integer inputs pass through."""
-  def fn(v, x, k):  # rows independent; k (int) picks a column of v["w"] per row
-    h = jnp.tanh(x @ v["w"]) * v["b"]
-    return h * jax.nn.one_hot(k, h.shape[-1]) + h ** 2
-
-  rng = np.random.default_rng(0)
-  v = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.float32(1.5)}
-  x = jnp.asarray(rng.normal(size=(11, 3)), jnp.float32)
-  k = jnp.asarray(rng.integers(0, 4, 11), jnp.int32)
-  cot = jnp.asarray(rng.normal(size=(11, 4)), jnp.float32)
-  padded = tuple(match_rcnn._with_zero_row(a) for a in (x, k))
-  _, avals, varying = match_rcnn._residual_layout(fn, 2, v, padded, [True, False])
-  # What varies from chunk to chunk: the rows' activations, not the kernel.
-  assert any(varying) and not all(varying)
-  assert all(a.shape[0] == 2 for a, f in zip(avals, varying) if f)
-  assert (3, 4) in [a.shape for a, f in zip(avals, varying) if not f]
-  for keep, selected in [(0, [1, 2, 5, 7, 10]), (1, [1, 2, 5, 7, 10]), (9, [0, 1, 2, 5, 7, 10]),
-                         (1, [])]:
-    rows = jnp.zeros(11, bool).at[jnp.asarray(selected, jnp.int32)].set(True)
-
-    def dense(v, x, rows=rows):
-      return jnp.sum(jnp.where(rows[:, None], fn(v, x, k), 0) * cot)
-
-    def chunked(v, x, rows=rows, keep=keep):
-      return jnp.sum(match_rcnn.foreground_rows(fn, 2, keep, v, (x, k), rows) * cot)
-    y = jax.jit(lambda v, x, rows=rows, keep=keep: match_rcnn.foreground_rows(
-        fn, 2, keep, v, (x, k), rows))(v, x)
-    np.testing.assert_allclose(y, jnp.where(rows[:, None], fn(v, x, k), 0), rtol=1e-6,
-                               atol=1e-6)
-    (g_v, g_x), (r_v, r_x) = (jax.jit(jax.grad(f, (0, 1)))(v, x) for f in (chunked, dense))
-    for a, b in zip(jax.tree.leaves((g_v, g_x)), jax.tree.leaves((r_v, r_x))):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert bool(jnp.all(g_x[~rows] == 0)) and (not selected or float(jnp.abs(g_v["w"]).sum()) > 0)
-
-
 def test_foreground_chunked_heads_match_every_slot(tiny_model):
   """The training heads run chunk by chunk on the foreground RoIs only (skipping the rest;
   the first chunk's activations kept for the backward pass, the later chunks' recomputed);
@@ -200,7 +160,7 @@ def test_foreground_chunked_heads_match_every_slot(tiny_model):
   for chunk in (0, 4):
     mc = ml_collections.ConfigDict(cfg.to_dict())
     mc.train.head_chunk = chunk
-    mc.train.head_keep_rows = 4  # the first chunk's activations kept, the later recomputed
+    mc.train.head_keep_rows = 4  # the first chunk kept, the later ones run again
     model = match_rcnn.build(mc)
 
     def loss(params, model=model):
@@ -430,14 +390,13 @@ def test_heads_on_valid_detections_only_match_all_slots(tiny_model):
   for a, b in zip(every, some):
     np.testing.assert_allclose(b[valid], a[valid], rtol=1e-5, atol=1e-5)
     computed = np.any(b.reshape(n, -1) != 0, axis=1)
-    assert computed.sum() == 6 and computed[valid].all()  # 5 valid + 1 filler of chunk 2
+    assert computed.sum() == 5 and computed[valid].all()  # the filler of chunk 2 is zeroed
 
 
-def test_matmul_convs_match_xla_convs(monkeypatch):
-  """The heads' matmul convolutions (used inside control flow on the CPU) give the numbers and
-  gradients of XLA's convolutions and patches (the accelerator path, forced here), with the
-  same parameters."""
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # the reference: XLA's ops
+def test_head_conv_impls_match_xla_convs():
+  """The heads' convolutions as the CPU kernels run them ("cpu"; "matmul", inside control
+  flow) give the numbers and gradients of XLA's convolutions and patches ("xla", the
+  accelerators' path), with the same parameters."""
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 6, 6, 8))
   channels = jnp.array([[0, 5, 2], [1, 1, 7], [3, 4, 6]])
   for module, method, args in (
@@ -445,70 +404,17 @@ def test_matmul_convs_match_xla_convs(monkeypatch):
       (heads.LandmarkHead(num_landmarks=9, channels=8, num_convs=2), None, (x,)),
       (heads.LandmarkHead(num_landmarks=9, channels=8, num_convs=2),
        heads.LandmarkHead.block_logits, (x, channels))):
+    assert module.conv_impl == "xla"
     params = module.init(jax.random.PRNGKey(1), *args, method=method)
-    fast = module.clone(matmul_convs=True)
 
     def loss(p, inputs, m, method=method, rest=args[1:]):
       return jnp.sum(jnp.sin(m.apply(p, inputs, *rest, method=method)))
-    np.testing.assert_allclose(fast.apply(params, *args, method=method),
-                               module.apply(params, *args, method=method), rtol=1e-4, atol=1e-5)
     g0 = jax.grad(loss, argnums=(0, 1))(params, x, module)
-    g1 = jax.grad(loss, argnums=(0, 1))(params, x, fast)
-    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
-
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def _assert_same_conv(ours, x, w, stride, pad):
-  """`ours` (a `lax.conv_general_dilated` stand-in) gives XLA's output and gradients."""
-  args = ((stride, stride), ((pad, pad), (pad, pad)))
-
-  def ref(x, w):
-    return jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=_NHWC)
-
-  def mine(x, w):
-    return ours(x, w, *args, dimension_numbers=_NHWC)
-
-  assert mine(x, w).shape == ref(x, w).shape
-  np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
-  grads = [jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w)
-           for f in (ref, mine)]
-  for a, b in zip(*grads):
-    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
-  return mine
-
-
-def test_matmul_conv_1x1_strided_and_fallthrough():
-  """`layers.matmul_conv` (every 1 x 1 conv on the CPU) equals XLA's convolution for 1 x 1
-  convs of stride 1 and 2 on odd sizes, with its gradients, and hands cases it does not cover
-  (a padded stride-2 3 x 3) to XLA unchanged."""
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5, 6))
-  for kernel, stride, pad in ((1, 1, 0), (1, 2, 0), (3, 2, 1), (3, 1, 1)):
-    w = jax.random.normal(jax.random.PRNGKey(kernel + stride), (kernel, kernel, 6, 4))
-    _assert_same_conv(layers.matmul_conv, x, w, stride, pad)
-
-
-def test_winograd_conv_matches_xla_in_and_out_of_cond(monkeypatch):
-  """`layers.winograd_conv` (the CPU's 3 x 3 convs, heads and large maps) gives XLA's outputs
-  and both gradients on even and odd sizes, through `cpu_conv` and `matmul_conv`, and its
-  gradient inside `lax.cond` is the same (no XLA convolution gradient there)."""
-  monkeypatch.setattr(layers, "_WINOGRAD_MIN_PIXELS", 1)
-  monkeypatch.setattr(layers, "_WINOGRAD_MIN_CHANNELS", 1)
-  for shape, key in (((2, 8, 6, 5), 0), ((1, 9, 7, 5), 1)):
-    x = jax.random.normal(jax.random.PRNGKey(key), shape)
-    w = jax.random.normal(jax.random.PRNGKey(key + 10), (3, 3, 5, 6))
-    for ours in (layers.cpu_conv, layers.matmul_conv):
-      mine = _assert_same_conv(ours, x, w, 1, 1)
-      assert "custom_vjp_call" in str(jax.make_jaxpr(mine)(x, w))  # the Winograd form ran
-
-  def in_cond(x, w):
-    return jax.lax.cond(x.sum() > -1e9, lambda: layers.winograd_conv(x, w),
-                        lambda: jnp.zeros((*x.shape[:3], 6)))
-  grads = [jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w)
-           for f in (layers.winograd_conv, in_cond)]
-  for a, b in zip(*grads):
-    np.testing.assert_allclose(b, a, rtol=1e-5, atol=2e-5)
-  assert "conv_general_dilated" not in str(jax.make_jaxpr(jax.grad(
-      lambda x, w: jnp.sum(in_cond(x, w)), (0, 1)))(x, w))
+    for impl in ("cpu", "matmul"):
+      fast = module.clone(conv_impl=impl)
+      np.testing.assert_allclose(fast.apply(params, *args, method=method),
+                                 module.apply(params, *args, method=method), rtol=1e-4,
+                                 atol=1e-5)
+      g1 = jax.grad(loss, argnums=(0, 1))(params, x, fast)
+      for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.model import model_config
 from match_rcnn_jax.models import match_rcnn
 from match_rcnn_jax.tools import torchvision_convert
 
@@ -49,7 +50,7 @@ def models():
                 for k, v in kp_head.state_dict().items()})
   state.update({f"roi_heads.keypoint_predictor.{k}": v.numpy()
                 for k, v in kp_pred.state_dict().items()})
-  model = match_rcnn.build(match_rcnn.model_config(depth="50"))
+  model = match_rcnn.build(model_config(depth="50"))
   template = match_rcnn.init(model, jax.random.PRNGKey(0), (64, 64))
   variables, report = torchvision_convert.convert(state, template)
   return tv, kp_head, kp_pred, model, variables, report
@@ -114,7 +115,7 @@ def test_proposals_match_torchvision_rpn(models):
     feats = tv.backbone(_nchw(x))
     ref, _ = tv.rpn(ImageList(_nchw(x), [(128, 160)]), feats)
   ref = ref[0].numpy()
-  c = match_rcnn.model_config(depth=50)
+  c = model_config(depth=50)
   c.rpn.pre_nms_top_k_test, c.rpn.post_nms_top_k_test = 300, 200
   m2 = match_rcnn.build(c)
 

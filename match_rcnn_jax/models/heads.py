@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from match_rcnn_jax.models import layers
+from match_rcnn_jax.ops import cpu_conv
 
 _KAIMING_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -60,7 +61,7 @@ class Deconv2x(nn.Module):
   kernel: int
   padding: int
   dtype: layers.Dtype = jnp.float32
-  matmul: bool = False  # run the sub-pixel conv as matmuls (layers.matmul_conv)
+  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
 
   @nn.compact
   def __call__(self, x, channels=None):
@@ -74,7 +75,9 @@ class Deconv2x(nn.Module):
     pad = size // 2
     x = x.astype(self.dtype)
     if channels is None:
-      conv = layers.matmul_conv if self.matmul else jax.lax.conv_general_dilated
+      # As matmuls inside the CPU's loops; XLA's convolution otherwise (as fast on the CPU
+      # outside control flow at the heads' sizes).
+      conv = cpu_conv.matmul_conv if self.conv_impl == "matmul" else jax.lax.conv_general_dilated
       y = conv(x, kernel.reshape(size, size, c_in, -1).astype(self.dtype), (1, 1),
                ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
       bias = b
@@ -95,10 +98,10 @@ class Deconv2x(nn.Module):
     c_in = x.shape[-1]
     sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
     sub = jnp.moveaxis(sub, 4, 0)  # [N, kh, kw, in, 4, K]
-    if self.matmul or jax.default_backend() == "cpu":
-      # Shifted slices: on the CPU XLA runs the patches below as a convolution with an
-      # identity kernel, about 4x slower than the per-sample product that follows.
-      patches = layers.patches(x, size, pad)  # channel order: (kh, kw, in)
+    if self.conv_impl != "xla":
+      # Shifted slices: XLA:CPU runs the patches below as a convolution with an identity
+      # kernel, about 4x slower than the per-sample product that follows.
+      patches = cpu_conv.patches(x, size, pad)  # channel order: (kh, kw, in)
     else:
       patches = jax.lax.conv_general_dilated_patches(
           x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
@@ -125,8 +128,8 @@ class Deconv2x(nn.Module):
     return jnp.stack(rows), len(offsets)
 
 
-def _deconv(features, kernel, padding, name, dtype, matmul=False):
-  return Deconv2x(features, kernel, padding, dtype=dtype, matmul=matmul, name=name)
+def _deconv(features, kernel, padding, name, dtype, conv_impl="xla"):
+  return Deconv2x(features, kernel, padding, dtype=dtype, conv_impl=conv_impl, name=name)
 
 
 class MaskHead(nn.Module):
@@ -134,16 +137,16 @@ class MaskHead(nn.Module):
   channels: int = 256
   num_convs: int = 4
   dtype: layers.Dtype = jnp.float32
-  matmul_convs: bool = False  # convs as matmuls (layers.matmul_conv: same parameters, numbers)
+  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
 
   def setup(self):
     self.convs = [layers.conv(self.channels, 3, name=f"mask_fcn{i + 1}", dtype=self.dtype,
-                              kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)
+                              kernel_init=_KAIMING_OUT, impl=self.conv_impl)
                   for i in range(self.num_convs)]
-    self.conv5_mask = _deconv(self.channels, 2, 0, "conv5_mask", self.dtype, self.matmul_convs)
+    self.conv5_mask = _deconv(self.channels, 2, 0, "conv5_mask", self.dtype, self.conv_impl)
     self.mask_fcn_logits = layers.conv(self.num_classes, 1, name="mask_fcn_logits",
                                        dtype=self.dtype, kernel_init=_KAIMING_OUT,
-                                       matmul=self.matmul_convs)
+                                       impl=self.conv_impl)
 
   def features(self, x):
     """x [..., S, S, C] -> the 4-conv features [N, S, S, channels] (N = prod of leading)."""
@@ -174,14 +177,14 @@ class LandmarkHead(nn.Module):
   channels: int = 512
   num_convs: int = 8
   dtype: layers.Dtype = jnp.float32
-  matmul_convs: bool = False  # convs as matmuls (layers.matmul_conv: same parameters, numbers)
+  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
 
   def setup(self):
     self.convs = [layers.conv(self.channels, 3, name=f"kp_fcn{i + 1}", dtype=self.dtype,
-                              kernel_init=_KAIMING_OUT, matmul=self.matmul_convs)
+                              kernel_init=_KAIMING_OUT, impl=self.conv_impl)
                   for i in range(self.num_convs)]
     self.kps_score_lowres = _deconv(self.num_landmarks, 4, 1, "kps_score_lowres", self.dtype,
-                                    self.matmul_convs)
+                                    self.conv_impl)
 
   def features(self, x):
     """x [..., S, S, C] -> the 8-conv features [N, S, S, channels] (N = prod of leading)."""

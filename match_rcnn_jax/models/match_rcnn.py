@@ -14,24 +14,15 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from match_rcnn_jax import ops
+from match_rcnn_jax import backend, ops
+from match_rcnn_jax.models import chunked, heads, matching, postprocess, resnet, rpn
 from match_rcnn_jax.models import fpn as fpn_lib
-from match_rcnn_jax.models import heads, matching, postprocess, resnet, rpn
 from match_rcnn_jax.models import targets as tgt
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def _static(value):
-  """Config values as hashable tuples (ConfigDict gives lists for tuples set on the CLI)."""
-  if isinstance(value, (list, tuple)):
-    return tuple(_static(v) for v in value)
-  return value
 
 
 class MatchRCNN(nn.Module):
@@ -40,23 +31,31 @@ class MatchRCNN(nn.Module):
   def setup(self):
     c = self.config
     dtype = DTYPES[c.dtype]
+    impl = c.kernels.conv  # explicit: `build` resolves "auto" for the backend
+    if impl not in ("xla", "cpu"):
+      raise ValueError(f"config.model.kernels.conv must be 'xla' or 'cpu' here, got {impl!r} "
+                       "(build the model with models.match_rcnn.build, which resolves 'auto')")
+    # In the heads' chunk loops the CPU's convs run as matmuls only (`_pure`).
+    self.loop_conv_impl = "matmul" if impl == "cpu" else impl
     self.backbone = resnet.ResNet(depth=c.backbone.depth, width=c.backbone.width,
                                   norm=c.backbone.norm, norm_eps=c.backbone.norm_eps,
-                                  dtype=dtype)
-    self.fpn = fpn_lib.FPN(channels=c.fpn_channels, dtype=dtype)
+                                  dtype=dtype, conv_impl=impl)
+    self.fpn = fpn_lib.FPN(channels=c.fpn_channels, dtype=dtype, conv_impl=impl)
     self.rpn_head = rpn.RPNHead(num_anchors=len(c.anchors.aspect_ratios),
-                                channels=c.fpn_channels, dtype=dtype)
+                                channels=c.fpn_channels, dtype=dtype, conv_impl=impl)
     self.box_head = heads.BoxHead(num_classes=c.num_classes, hidden=c.box_head.hidden,
                                   dtype=dtype)
     self.mask_head = heads.MaskHead(num_classes=c.num_classes, channels=c.mask_head.channels,
-                                    num_convs=c.mask_head.num_convs, dtype=dtype)
+                                    num_convs=c.mask_head.num_convs, dtype=dtype,
+                                    conv_impl=impl)
     self.landmark_head = heads.LandmarkHead(num_landmarks=c.landmark_head.num_landmarks,
                                             channels=c.landmark_head.channels,
-                                            num_convs=c.landmark_head.num_convs, dtype=dtype)
-    self.match_embedding = matching.MatchEmbedding(channels=_static(c.match_head.channels),
+                                            num_convs=c.landmark_head.num_convs, dtype=dtype,
+                                            conv_impl=impl)
+    self.match_embedding = matching.MatchEmbedding(channels=c.match_head.channels,
                                                    dim=c.match_head.dim,
                                                    norm=c.match_head.get("norm", "batch"),
-                                                   dtype=dtype)
+                                                   dtype=dtype, conv_impl=impl)
     self.similarity = matching.Similarity(dim=c.match_head.dim)
     self.match_streams = matching.parse_features(c.match_head.get("features", "box"))
     self.colour_weights = c.match_head.get("colour_weights", "centre")
@@ -77,8 +76,8 @@ class MatchRCNN(nn.Module):
 
   def anchors(self, image_shape, pyramid):
     c = self.config.anchors
-    sizes = tuple((s,) for s in _static(c.sizes))
-    ratios = (_static(c.aspect_ratios),) * len(pyramid)
+    sizes = tuple((s,) for s in c.sizes)
+    ratios = (c.aspect_ratios,) * len(pyramid)
     return ops.multilevel_anchors(image_shape, [p.shape[1:3] for p in pyramid], sizes, ratios)
 
   def pool(self, pyramid, boxes, size, forward_only: bool = False):
@@ -126,8 +125,7 @@ class MatchRCNN(nn.Module):
       n, size = masks.shape[0], masks.shape[1]
       weights = jax.lax.stop_gradient(
           masks.astype(jnp.float32).reshape(n, 14, size // 14, 14, size // 14).mean((2, 4)))
-    return matching.colour_features(pixels14, _static(c.pixel_mean), _static(c.pixel_std),
-                                    weights)
+    return matching.colour_features(pixels14, c.pixel_mean, c.pixel_std, weights)
 
   def match_input(self, pooled7, landmark_features=None, mask_features=None, pixels7=None,
                   colour7=None):
@@ -208,52 +206,35 @@ class MatchRCNN(nn.Module):
     return masks, landmarks, self.embed(self.match_input(pooled7, lm_features, mask_features,
                                                          pixels7, colour7))
 
-  def _pure(self, module, method=None):
+  def _pure(self, module, method=None, conv_impl=None):
     """(`fn`, variables): `module`'s method as a pure function `fn(variables, *args)` of its
     bound variables, for use inside `jax.lax` control flow (bound Flax modules cannot be
-    called there). On the CPU its convolutions run as matmuls (`layers.matmul_conv`, same
-    parameters and numbers): XLA:CPU's convolution gradient inside control flow is some 50x
-    slower than outside (benchmarks/RESULTS.md)."""
-    unbound = module.clone(parent=None, matmul_convs=jax.default_backend() == "cpu")
+    called there); `conv_impl`: its convs run so (the training chunks: `loop_conv_impl`,
+    with the CPU kernels matmuls only, `ops.cpu_conv.matmul_conv`, same parameters and
+    numbers: XLA:CPU's convolution gradient inside control flow is some 50x slower than
+    outside, benchmarks/RESULTS.md)."""
+    fields = {} if conv_impl is None else {"conv_impl": conv_impl}
+    unbound = module.clone(parent=None, **fields)
     return (lambda variables, *args: unbound.apply(variables, *args, method=method),
             module.variables)
 
   def _foreground_chunks(self, module, method, inputs, fg, chunk: int, keep_rows: int = 0):
     """`module`'s `method` on the rows of `inputs` where `fg`, `chunk` rows at a time
-    (`foreground_rows`; the activations of the first `keep_rows` rows kept for the backward
-    pass): the forward and the backward pass cost what the batch's foreground holds, not
-    the number of RoI slots. Background rows' outputs are zeros (their losses are masked).
+    (`chunked.foreground_rows`; the activations of the first `keep_rows` rows kept for the
+    backward pass): the forward and the backward pass cost what the batch's foreground holds,
+    not the number of RoI slots. Background rows' outputs are zeros (their losses are masked).
     `chunk` 0, or a module being initialised: the method on every row at once."""
     if not chunk or fg.shape[0] <= chunk or self.is_initializing():
       return (getattr(module, method.__name__) if method else module)(*inputs)
-    fn, variables = self._pure(module, method)
-    return foreground_rows(fn, chunk, keep_rows // chunk, variables, tuple(inputs), fg)
+    fn, variables = self._pure(module, method, self.loop_conv_impl)
+    return chunked.foreground_rows(fn, variables, tuple(inputs), fg, chunk, keep_rows // chunk)
 
   def _valid_heads(self, inputs, valid, chunk: int):
-    """`_heads` on the valid detections only, `chunk` at a time in a while loop (static
-    shapes, data-dependent trip count): the heads cost what the images hold, not the number
-    of detection slots. Outputs of invalid slots are unspecified (zeros, or the values of
-    the last chunk's filler)."""
-    n = valid.shape[0]
-    order, count = _row_order(valid, chunk)  # valid detections first; pads: row n, dropped
-    c = self.config
-    size = 2 * c.mask_head.roi_size
-    init = (jnp.zeros((n + 1, size, size), jnp.float32),
-            jnp.zeros((n + 1, c.landmark_head.num_landmarks, 3), jnp.float32),
-            jnp.zeros((n + 1, c.match_head.dim), jnp.float32))
-    padded = tuple(_with_zero_row(x) for x in inputs)
-
-    def cond_fn(mdl, carry):
-      return carry[0] < count
-
-    def body_fn(mdl, carry):
-      start, outs = carry
-      idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
-      new = mdl._heads(*(x[idx] for x in padded))
-      return start + chunk, tuple(o.at[idx].set(v) for o, v in zip(outs, new))
-
-    _, outs = nn.while_loop(cond_fn, body_fn, self, (jnp.zeros((), jnp.int32), init))
-    return tuple(o[:n] for o in outs)
+    """`_heads` on the valid detections only, `chunk` at a time in a while loop
+    (`chunked.map_rows`: static shapes, data-dependent trip count): the heads cost what the
+    images hold, not the number of detection slots. Outputs of invalid slots are zeros."""
+    fn, variables = self._pure(self, MatchRCNN._heads)
+    return chunked.map_rows(fn, variables, tuple(inputs), valid, chunk)
 
   # -- the model ---------------------------------------------------------------------------
 
@@ -294,7 +275,7 @@ class MatchRCNN(nn.Module):
             jax.random.split(rng_anchor, n), rpn_labels)
     rois = jax.vmap(lambda r, p, pv, b, cl, v: tgt.sample_rois(
         r, p, pv, b, cl, v, t.rois_per_image, t.roi_positive_fraction, t.roi_fg_iou,
-        _static(c.box_weights)))(jax.random.split(rng_roi, n), props, pvalid, gt_boxes,
+        c.box_weights))(jax.random.split(rng_roi, n), props, pvalid, gt_boxes,
                                  gt_classes, gt_valid)
     pooled7 = self.pool(pyramid, rois["rois"], 7)
     cls_logits, box_deltas, _ = self.box_head(pooled7)
@@ -377,7 +358,7 @@ class MatchRCNN(nn.Module):
     cls_logits, box_deltas, _ = self.box_head(self.pool(pyramid, props, 7, forward_only=True))
     d = c.detections
     dets = postprocess.detect(props, pvalid, cls_logits, box_deltas, image_sizes,
-                              box_weights=_static(c.box_weights),
+                              box_weights=c.box_weights,
                               score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
                               max_detections=d.per_image, min_size=d.min_size)
     boxes, classes = dets["boxes"], dets["classes"]
@@ -413,62 +394,10 @@ class MatchRCNN(nn.Module):
     return out
 
 
-def model_config(depth: str = "50") -> ml_collections.ConfigDict:
-  """Default `config.model`: torchvision Mask / Keypoint R-CNN R50-FPN sizes, 13 categories."""
-  return ml_collections.ConfigDict({
-      "dtype": "float32",
-      # The input images' normalisation (the data pipeline's, config.data refers to these):
-      # the MN's "colour" stream undoes it.
-      "pixel_mean": (0.485, 0.456, 0.406),
-      "pixel_std": (0.229, 0.224, 0.225),
-      "num_classes": 14,  # 13 categories + background
-      "backbone": {"depth": str(depth), "width": 64, "norm": "frozen_bn", "norm_eps": 1e-5},
-      "fpn_channels": 256,
-      "anchors": {"sizes": (32, 64, 128, 256, 512), "aspect_ratios": (0.5, 1.0, 2.0)},
-      "rpn": {"pre_nms_top_k_train": 2000, "pre_nms_top_k_test": 1000,
-              "post_nms_top_k_train": 2000, "post_nms_top_k_test": 1000,
-              "nms_threshold": 0.7, "min_size": 1e-3},
-      "roi_align": {"sampling_ratio": 2, "aligned": False, "backend": "gather"},
-      "box_weights": (10.0, 10.0, 5.0, 5.0),
-      "box_head": {"hidden": 1024},
-      "mask_head": {"channels": 256, "num_convs": 4, "roi_size": 14},
-      "landmark_head": {"channels": 512, "num_convs": 8, "roi_size": 14, "num_landmarks": 294},
-      # features: the PN streams the MN reads, joined by '+' (matching.FEATURE_STREAMS: box =
-      # the paper's "class", landmark = "pose", mask = "mask", image = the RoI's pixels); the
-      # default is the best measured on the demo (README, "Retrieval results").
-      "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
-                     "features": "colour", "norm": "batch",
-                     # the "colour" stream's weights over the RoI: "centre" (a Gaussian on
-                     # the box) or "mask" (the mask head's garment mask, of the box head's class)
-                     "colour_weights": "centre",
-                     # the share of the MN's gradient that reaches the streams' features (the
-                     # backbone, FPN and PN convs): 1 end to end, 0 the MN on fixed features;
-                     # at 1 the match loss cost the demo's detection (box AP50 0.18 against
-                     # 0.72 at 0.1)
-                     "feature_grad_scale": 0.1},
-      # head_chunk > 0: the mask / landmark / match heads run on the valid detections only,
-      # that many at a time (0: on every slot at once).
-      "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,
-                     "min_size": 1e-2, "head_chunk": 10},
-      # Target assignment and sampling in training (torchvision / Detectron defaults).
-      "train": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
-                "rpn_positive_fraction": 0.5, "rois_per_image": 512,
-                "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5, "mask_rois_per_image": 128,
-                "landmark_rois_per_image": 64,
-                # The matching network's RoIs: each image's GT boxes, plus this many sampled
-                # RoIs that overlap their GT with IoU >= match_fg_iou.
-                "pair_rois_per_image": 8, "match_fg_iou": 0.7,
-                # > 0: the mask and landmark heads run on the foreground RoIs only, that
-                # many at a time (0: on every RoI slot); the activations of the first
-                # head_keep_rows foreground RoIs are kept for the backward pass (buffers of
-                # that many rows: about 6.7 MB a row for the default mask and landmark heads),
-                # the later ones' forward runs again there.
-                "head_chunk": 16, "head_keep_rows": 32},
-  })
-
-
 def build(model_cfg) -> MatchRCNN:
-  return MatchRCNN(ml_collections.FrozenConfigDict(model_cfg))
+  """The model of `model_cfg` (config.model), its hardware-dependent choices
+  (`config.model.kernels`, "auto") resolved once for the running backend (`backend.resolve`)."""
+  return MatchRCNN(ml_collections.FrozenConfigDict(backend.resolve(model_cfg)))
 
 
 def init(model: MatchRCNN, rng, image_shape=(128, 128)):
@@ -492,163 +421,3 @@ def variable_shapes(model: MatchRCNN, image_shape=(128, 128)):
   """The structure, shapes and dtypes of `init`'s variables (jax.ShapeDtypeStruct leaves),
   without computing them: the template that checkpoints and exports restore into."""
   return jax.eval_shape(lambda: init(model, jax.random.PRNGKey(0), image_shape))
-
-
-def _row_order(rows, chunk):
-  """Row order (selected rows first, padded to a multiple of `chunk` with the index N of an
-  extra zero row) and the number of selected rows."""
-  n = rows.shape[0]
-  order = jnp.argsort(~rows, stable=True)
-  return jnp.concatenate([order, jnp.full((-n % chunk,), n, order.dtype)]), rows.sum()
-
-
-def _with_zero_row(x):
-  return jnp.concatenate([x, jnp.zeros((1, *x.shape[1:]), x.dtype)])
-
-
-def _masked(fn, chunk, start, count):
-  """`fn` on the chunk of rows at `start`, zeros for its rows past `count` (the filler)."""
-  def masked(variables, *args):
-    y = fn(variables, *args)
-    keep = (start + jnp.arange(chunk)) < count
-    return jnp.where(keep.reshape(-1, *(1,) * (y.ndim - 1)), y, 0).astype(y.dtype)
-  return masked
-
-
-def _chunk_vjp(fn, chunk, variables, start, count, rows, diff):
-  """(output, VJP) of `fn` on the chunk of `rows` at `start` (zeros past `count`), the VJP with
-  respect to the variables and the floating-point rows (`diff`)."""
-  def chunk_fn(v, *float_rows):
-    it = iter(float_rows)
-    return _masked(fn, chunk, start, count)(v, *(next(it) if d else x
-                                                 for x, d in zip(rows, diff)))
-  return jax.vjp(chunk_fn, variables, *(x for x, d in zip(rows, diff) if d))
-
-
-def _residual_layout(fn, chunk, variables, padded, diff):
-  """The tree structure of a chunk's VJP, the shapes of its leaves (the residuals) and which of
-  them vary from chunk to chunk (depend on the chunk's rows or position), rather than being
-  functions of the variables alone (the kernels themselves, their transforms), found by
-  following the data flow of the traced VJP."""
-  box = {}
-
-  def leaves(v, start, count, *rows):
-    _, vjp = _chunk_vjp(fn, chunk, v, start, count, rows, diff)
-    flat, box["tree"] = jax.tree.flatten(vjp)
-    return flat
-
-  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
-  closed = jax.make_jaxpr(leaves)(
-      jax.tree.map(lambda x: spec(x.shape, x.dtype), variables), spec((), jnp.int32),
-      spec((), jnp.int32), *(spec((chunk, *x.shape[1:]), x.dtype) for x in padded))
-  jaxpr = closed.jaxpr
-  varying = set(jaxpr.invars[len(jax.tree.leaves(variables)):])
-  for eqn in jaxpr.eqns:
-    if any(isinstance(v, jax.extend.core.Var) and v in varying for v in eqn.invars):
-      varying.update(eqn.outvars)
-  flags = [isinstance(v, jax.extend.core.Var) and v in varying for v in jaxpr.outvars]
-  return box["tree"], [v.aval for v in jaxpr.outvars], flags
-
-
-def _plan(fn, chunk, keep, variables, padded):
-  """What the forward and backward rules of `foreground_rows` must agree on: which inputs get
-  gradients (the floating-point ones), the number of chunks whose residuals are kept (at most
-  the number of chunks) and, when there are any, their layout (`_residual_layout`)."""
-  diff = [jnp.issubdtype(x.dtype, jnp.inexact) for x in padded]
-  keep = min(keep, -(-(padded[0].shape[0] - 1) // chunk))
-  return diff, keep, (_residual_layout(fn, chunk, variables, padded, diff) if keep else None)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def foreground_rows(fn, chunk, keep, variables, inputs, rows):
-  """`fn(variables, *inputs)` on the rows of `inputs` where `rows` (bool [N]), `chunk` rows
-  at a time, in a while loop over the selected rows only (static shapes, data-dependent trip
-  count); zeros for the other rows. Its gradient (a custom VJP) runs the same loop backward,
-  the parameter gradients summed in the loop's carry. The residuals of the first `keep`
-  chunks (the activations their backward needs) are kept from the forward pass, in buffers of
-  `keep` chunks; the chunks past those run their forward again in the backward loop. So the
-  forward and the backward cost what the selected rows need, not N, and the memory is bounded
-  whatever the foreground: the training mask and landmark streams on the foreground RoIs.
-  `fn` must treat rows independently; integer inputs get no gradient."""
-  return _foreground_rows_fwd(fn, chunk, keep, variables, inputs, rows)[0]
-
-
-def _foreground_rows_fwd(fn, chunk, keep, variables, inputs, rows):
-  n = rows.shape[0]
-  order, count = _row_order(rows, chunk)
-  padded = tuple(_with_zero_row(x) for x in inputs)
-  shape = jax.eval_shape(fn, variables, *(x[:chunk] for x in padded))
-  out = jnp.zeros((n + 1, *shape.shape[1:]), shape.dtype)
-  diff, keep, layout = _plan(fn, chunk, keep, variables, padded)
-  start = jnp.zeros((), jnp.int32)
-  kept = []
-  if keep:
-    _, avals, flags = layout
-    # The residuals that are functions of the variables alone, once, outside the loop (XLA
-    # drops the rest of this chunk's work): carried through the loop, they would be copied
-    # into its state at every iteration.
-    _, vjp = _chunk_vjp(fn, chunk, variables, start, start, [x[:chunk] for x in padded], diff)
-    fixed = [None if f else r for r, f in zip(jax.tree.leaves(vjp), flags)]
-
-    def keep_body(carry):
-      start, out, kept = carry
-      idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
-      y, vjp = _chunk_vjp(fn, chunk, variables, start, count, [x[idx] for x in padded], diff)
-      varying = [r for r, f in zip(jax.tree.leaves(vjp), flags) if f]
-      kept = [buf.at[start // chunk].set(r) for buf, r in zip(kept, varying)]
-      return start + chunk, out.at[idx].set(y), kept
-
-    kept = [jnp.zeros((keep, *a.shape), a.dtype) for a, f in zip(avals, flags) if f]
-    start, out, kept = jax.lax.while_loop(
-        lambda c: c[0] < jnp.minimum(count, keep * chunk), keep_body, (start, out, kept))
-    it = iter(kept)
-    kept = [next(it) if f else r for r, f in zip(fixed, flags)]
-
-  def body(carry):
-    start, out = carry
-    idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
-    y = _masked(fn, chunk, start, count)(variables, *(x[idx] for x in padded))
-    return start + chunk, out.at[idx].set(y)
-
-  _, out = jax.lax.while_loop(lambda c: c[0] < count, body, (start, out))
-  return out[:n], (variables, padded, order, count, kept)
-
-
-def _foreground_rows_bwd(fn, chunk, keep, res, dy):
-  variables, padded, order, count, kept = res
-  n = dy.shape[0]
-  dy = _with_zero_row(dy)
-  diff, keep, layout = _plan(fn, chunk, keep, variables, padded)
-
-  def add(carry, idx, vjp):
-    start, d_vars, d_inputs = carry
-    grads = vjp(dy[idx])
-    return (start + chunk, jax.tree.map(jnp.add, d_vars, grads[0]),
-            tuple(g_all.at[idx].add(g) for g_all, g in zip(d_inputs, grads[1:])))
-
-  def kept_body(carry):  # the chunk's VJP from the residuals kept by the forward pass
-    idx = jax.lax.dynamic_slice(order, (carry[0],), (chunk,))
-    k = carry[0] // chunk
-    return add(carry, idx, jax.tree.unflatten(
-        tree, [buf[k] if f else buf for buf, f in zip(kept, flags)]))
-
-  def body(carry):  # the chunk's forward again, then its VJP
-    start = carry[0]
-    idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
-    _, vjp = _chunk_vjp(fn, chunk, variables, start, count, [x[idx] for x in padded], diff)
-    return add(carry, idx, vjp)
-
-  carry = (jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, variables),
-           tuple(jnp.zeros_like(x) for x, d in zip(padded, diff) if d))
-  if keep:
-    tree, _, flags = layout
-    carry = jax.lax.while_loop(lambda c: c[0] < jnp.minimum(count, keep * chunk), kept_body,
-                               carry)
-  _, d_vars, d_inputs = jax.lax.while_loop(lambda c: c[0] < count, body, carry)
-  it = iter(d_inputs)
-  d_inputs = tuple(next(it)[:n] if d else np.zeros((n, *x.shape[1:]), jax.dtypes.float0)
-                   for x, d in zip(padded, diff))
-  return d_vars, d_inputs, np.zeros((n,), jax.dtypes.float0)
-
-
-foreground_rows.defvjp(_foreground_rows_fwd, _foreground_rows_bwd)

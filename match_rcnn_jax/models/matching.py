@@ -89,6 +89,7 @@ class MatchEmbedding(nn.Module):
   norm: str = "batch"  # the embedding's normalisation: "batch" (BatchNorm) or "l2"
   bn_momentum: float = 0.9
   dtype: layers.Dtype = jnp.float32
+  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
@@ -101,7 +102,8 @@ class MatchEmbedding(nn.Module):
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])
     for i, c in enumerate(self.channels):
-      x = nn.relu(layers.conv(c, 3, name=f"conv{i + 1}", dtype=self.dtype)(x))
+      x = nn.relu(layers.conv(c, 3, name=f"conv{i + 1}", dtype=self.dtype,
+                                  impl=self.conv_impl)(x))
     x = nn.relu(jnp.mean(x.astype(jnp.float32), axis=(1, 2)))
     x = nn.Dense(self.dim, name="fc")(x)
     if self.norm == "l2":  # each embedding on its own: length sqrt(D), unit RMS per dimension

@@ -36,7 +36,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
 def model_config_from(config_path: str | None):
   if config_path is None:
-    from match_rcnn_jax.models.match_rcnn import model_config
+    from configs.model import model_config
     return model_config()
   spec = importlib.util.spec_from_file_location("import_config", config_path)
   module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,66 @@
+"""The model's defaults: `config.model` of every config (`configs/common.py`), built by
+`match_rcnn_jax.models.build(config.model)`.
+
+torchvision's Mask / Keypoint R-CNN R50-FPN sizes, 13 categories, and the Match R-CNN heads.
+"""
+
+import ml_collections
+
+
+def model_config(depth: str = "50") -> ml_collections.ConfigDict:
+  """Default `config.model`: torchvision Mask / Keypoint R-CNN R50-FPN sizes, 13 categories."""
+  return ml_collections.ConfigDict({
+      "dtype": "float32",
+      # Implementations that differ by hardware, resolved when the model is built
+      # (match_rcnn_jax.backend.resolve): conv "auto" = "cpu" on the CPU (1 x 1 convs as
+      # matmuls, large 3 x 3 convs as Winograd matmuls, the heads' convs in loops as matmuls:
+      # ops/cpu_conv.py), "xla" (XLA's own convolutions) elsewhere. Same numbers either way.
+      "kernels": {"conv": "auto"},
+      # The input images' normalisation (the data pipeline's, config.data refers to these):
+      # the MN's "colour" stream undoes it.
+      "pixel_mean": (0.485, 0.456, 0.406),
+      "pixel_std": (0.229, 0.224, 0.225),
+      "num_classes": 14,  # 13 categories + background
+      "backbone": {"depth": str(depth), "width": 64, "norm": "frozen_bn", "norm_eps": 1e-5},
+      "fpn_channels": 256,
+      "anchors": {"sizes": (32, 64, 128, 256, 512), "aspect_ratios": (0.5, 1.0, 2.0)},
+      "rpn": {"pre_nms_top_k_train": 2000, "pre_nms_top_k_test": 1000,
+              "post_nms_top_k_train": 2000, "post_nms_top_k_test": 1000,
+              "nms_threshold": 0.7, "min_size": 1e-3},
+      "roi_align": {"sampling_ratio": 2, "aligned": False, "backend": "gather"},
+      "box_weights": (10.0, 10.0, 5.0, 5.0),
+      "box_head": {"hidden": 1024},
+      "mask_head": {"channels": 256, "num_convs": 4, "roi_size": 14},
+      "landmark_head": {"channels": 512, "num_convs": 8, "roi_size": 14, "num_landmarks": 294},
+      # features: the PN streams the MN reads, joined by '+' (matching.FEATURE_STREAMS: box =
+      # the paper's "class", landmark = "pose", mask = "mask", image = the RoI's pixels); the
+      # default is the best measured on the demo (README, "Retrieval results").
+      "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
+                     "features": "colour", "norm": "batch",
+                     # the "colour" stream's weights over the RoI: "centre" (a Gaussian on
+                     # the box) or "mask" (the mask head's garment mask, of the box head's class)
+                     "colour_weights": "centre",
+                     # the share of the MN's gradient that reaches the streams' features (the
+                     # backbone, FPN and PN convs): 1 end to end, 0 the MN on fixed features;
+                     # at 1 the match loss cost the demo's detection (box AP50 0.18 against
+                     # 0.72 at 0.1)
+                     "feature_grad_scale": 0.1},
+      # head_chunk > 0: the mask / landmark / match heads run on the valid detections only,
+      # that many at a time (0: on every slot at once).
+      "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,
+                     "min_size": 1e-2, "head_chunk": 10},
+      # Target assignment and sampling in training (torchvision / Detectron defaults).
+      "train": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
+                "rpn_positive_fraction": 0.5, "rois_per_image": 512,
+                "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5, "mask_rois_per_image": 128,
+                "landmark_rois_per_image": 64,
+                # The matching network's RoIs: each image's GT boxes, plus this many sampled
+                # RoIs that overlap their GT with IoU >= match_fg_iou.
+                "pair_rois_per_image": 8, "match_fg_iou": 0.7,
+                # > 0: the mask and landmark heads run on the foreground RoIs only, that
+                # many at a time (0: on every RoI slot); the activations of the first
+                # head_keep_rows foreground RoIs are kept for the backward pass (buffers of
+                # that many rows: about 6.7 MB a row for the default mask and landmark heads),
+                # the later ones' forward runs again there.
+                "head_chunk": 16, "head_keep_rows": 32},
+  })
