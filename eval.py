@@ -41,14 +41,13 @@ def _model_variables(config, workdir, step):
   import jax
 
   from match_rcnn_jax.models import match_rcnn
-  from match_rcnn_jax.tools import import_torchvision
   from match_rcnn_jax.training import checkpoints, optim
   from match_rcnn_jax.training import step as step_lib
   model = match_rcnn.build(config.model)
   template = match_rcnn.variable_shapes(model, tuple(config.data.canvas))
-  export = os.path.join(workdir, "export", "variables")
-  if step is None and os.path.exists(export):
-    return model, import_torchvision.load_variables(os.path.join(workdir, "export"), template)
+  export = os.path.join(workdir, "export")
+  if step is None and os.path.exists(os.path.join(export, "variables")):
+    return model, checkpoints.load_variables(export, template)
   tx = optim.make(config.optimizer, template["params"], config.train.num_steps)
   state = jax.eval_shape(lambda: step_lib.create(template, tx, jax.random.PRNGKey(0)))
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
@@ -92,8 +91,8 @@ def main(argv):
     if not (_CONFIG.value and _WORKDIR.value):
       raise app.UsageError("give --config and --workdir, or --gt_dir and --results")
     from match_rcnn_jax import backend
+    backend.tune_host_allocator()  # glibc malloc settings for XLA:CPU, before a backend starts
     from match_rcnn_jax.data import prepare
-    backend.tune_host_allocator()  # glibc malloc settings, on the CPU backend only
     config = _CONFIG.value
     prepare.resolve_data_dir(config, _WORKDIR.value)
     model, variables = _model_variables(config, _WORKDIR.value, _CHECKPOINT.value)

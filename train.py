@@ -30,13 +30,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  from match_rcnn_jax import backend
+  backend.tune_host_allocator()  # glibc malloc settings for XLA:CPU, before a backend starts
   import jax
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
-  from match_rcnn_jax import backend
-  backend.tune_host_allocator()  # glibc malloc settings, on the CPU backend only
   from match_rcnn_jax.training import loop
   final = loop.train(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:

@@ -15,7 +15,8 @@ of `runs` calls after a warm-up. Reported: seconds per step / per image, the rat
 per image from XLA's cost analysis with the FLOP/s they imply.
 
 JSON (`--json`): {"device", "config", "ours": {"train_step_s", "infer_s", "compile_s",
-"infer_compile_s", "peak_rss_mb", "train_peak_rss_mb" (before inference), "train_temp_mb" /
+"infer_compile_s", "peak_rss_mb", "compiled_peak_rss_mb" (before the first step),
+"train_peak_rss_mb" (before inference), "train_temp_mb" /
 "infer_temp_mb" (XLA's temporary buffers), "train_minor_faults_per_step", "train_sys_s_per_step",
 "flops_per_image", "train_flops_per_image", "infer_flop_per_s", ...}, "torchvision":
 {"train_step_s", "infer_s", "peak_rss_mb"}, "speedup": {"train", "infer"}}; `infer_s` is per
@@ -110,14 +111,17 @@ def _our_model_config(cfg):
                                                            cfg.rpn_post_nms_train)
   m.rpn.pre_nms_top_k_test, m.rpn.post_nms_top_k_test = (cfg.rpn_pre_nms_test,
                                                          cfg.rpn_post_nms_test)
-  m.train.rois_per_image = cfg.rois_per_image
-  m.train.mask_rois_per_image = m.train.landmark_rois_per_image = min(
-      cfg.rois_per_image // 4, m.train.mask_rois_per_image)
+  m.sampling.rois_per_image = cfg.rois_per_image
+  m.sampling.mask_rois_per_image = m.sampling.landmark_rois_per_image = min(
+      cfg.rois_per_image // 4, m.sampling.mask_rois_per_image)
   m.detections.per_image = cfg.detections
   m.detections.score_threshold = cfg.score_threshold
   m.detections.head_chunk = cfg.head_chunk
-  m.train.head_chunk = cfg.get("train_head_chunk", m.train.head_chunk)
-  m.train.head_keep_rows = cfg.get("train_head_keep_rows", m.train.head_keep_rows)
+  chunk = cfg.get("train_head_chunk", m.kernels.train_head_chunk)
+  m.kernels.train_heads = "chunked" if chunk else "dense"
+  m.kernels.train_head_chunk = chunk or m.kernels.train_head_chunk
+  m.kernels.train_head_keep_rows = cfg.get("train_head_keep_rows",
+                                           m.kernels.train_head_keep_rows)
   m.mask_head.channels = cfg.mask_channels
   m.landmark_head.channels, m.landmark_head.num_convs = (cfg.landmark_channels,
                                                          cfg.landmark_convs)
@@ -191,6 +195,7 @@ def run_ours(cfg) -> dict:
   compile_s = time.perf_counter() - start
   train_flops = _flops(compiled)
   train_temp_mb = _temp_mb(compiled)
+  compiled_peak_rss_mb = _peak_rss_mb()  # set up and compiled, no step run yet
 
   holder = {"state": state}
   fg = []
@@ -236,6 +241,7 @@ def run_ours(cfg) -> dict:
       "infer_images_per_s": round(infer_n / infer_s, 2),
       "compile_s": round(compile_s, 2), "infer_compile_s": round(infer_compile_s, 2),
       "peak_rss_mb": round(_peak_rss_mb(), 1),
+      "compiled_peak_rss_mb": round(compiled_peak_rss_mb, 1),  # before the first step
       "train_peak_rss_mb": round(train_peak_rss_mb, 1),  # before inference ran
       # XLA's temporary buffers of one execution (memory_analysis; None where not reported)
       "train_temp_mb": train_temp_mb, "infer_temp_mb": _temp_mb(infer_compiled),
@@ -385,15 +391,14 @@ def run_torchvision(cfg) -> dict:
 
 
 def _tune_host_allocator(side: str) -> None:
-  """glibc's malloc settings for the CPU (`backend.tune_host_allocator`), on both sides alike;
-  torchvision's side gets them without loading JAX."""
+  """glibc's malloc settings for the CPU (`backend.tune_host_allocator`), before either side
+  starts its threads; torchvision's side takes the same settings (without loading JAX to
+  decide: on a GPU host its host allocator hardly matters)."""
   from match_rcnn_jax import backend
   if side == "ours":
     backend.tune_host_allocator()
   elif os.environ.get(backend.OPT_OUT, "1") != "0":
-    import torch
-    if not torch.cuda.is_available():
-      backend.apply_mallopt()
+    backend.apply_mallopt()
 
 
 def _side(name: str, config_path: str) -> dict:
@@ -462,7 +467,8 @@ def main(argv=None):
         f"{'detections / image':<26}{ours['detections_per_image']:>12.1f}"
         f"{torchvision_result['detections_per_image']:>14.1f}\n"
         f"ours, per train step: {ours['train_minor_faults_per_step']} minor page faults, "
-        f"{ours['train_sys_s_per_step']:.2f} s system time; peak RSS after training "
+        f"{ours['train_sys_s_per_step']:.2f} s system time; peak RSS after compiling "
+        f"{ours['compiled_peak_rss_mb']:.0f} MB, after training "
         f"{ours['train_peak_rss_mb']:.0f} MB; XLA temporaries: train step "
         f"{ours['train_temp_mb'] or 0:.0f} MB, inference {ours['infer_temp_mb'] or 0:.0f} MB\n"
         f"ours: compile train step {ours['compile_s']:.1f} s, inference "

@@ -39,11 +39,11 @@ def get_config():
   m.match_head.channels = (64, 64, 64, 128)
   m.match_head.dim = 64
   m.detections.per_image = 20
-  m.train.rpn_batch_per_image = 128
-  m.train.rois_per_image = 64
-  m.train.mask_rois_per_image = 8
-  m.train.landmark_rois_per_image = 4
-  m.train.pair_rois_per_image = 4
+  m.sampling.rpn_batch_per_image = 128
+  m.sampling.rois_per_image = 64
+  m.sampling.mask_rois_per_image = 8
+  m.sampling.landmark_rois_per_image = 4
+  m.sampling.pair_rois_per_image = 4
 
   # Many small steps: 2 (shop, user) pairs = 4 images per step.
   config.pairs_per_batch = 2

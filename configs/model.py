@@ -1,5 +1,5 @@
 """The model's defaults: `config.model` of every config (`configs/common.py`), built by
-`match_rcnn_jax.models.build(config.model)`.
+`match_rcnn_jax.models.match_rcnn.build(config.model)`.
 
 torchvision's Mask / Keypoint R-CNN R50-FPN sizes, 13 categories, and the Match R-CNN heads.
 """
@@ -12,10 +12,23 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "dtype": "float32",
       # Implementations that differ by hardware, resolved when the model is built
-      # (match_rcnn_jax.backend.resolve): conv "auto" = "cpu" on the CPU (1 x 1 convs as
-      # matmuls, large 3 x 3 convs as Winograd matmuls, the heads' convs in loops as matmuls:
-      # ops/cpu_conv.py), "xla" (XLA's own convolutions) elsewhere. Same numbers either way.
-      "kernels": {"conv": "auto"},
+      # (match_rcnn_jax.backend.resolve; "auto" picks by backend there). Same numbers and
+      # parameters whichever is chosen.
+      #   conv: "cpu" (the XLA:CPU kernels of ops/cpu_conv.py: 1 x 1 convs as matmuls, large
+      #     3 x 3 convs as Winograd matmuls, the heads' convs inside loops as matmuls) or
+      #     "xla" (XLA's own convolutions); auto: "cpu" on the CPU, "xla" elsewhere.
+      #   roi_align: "gather" or "einsum" (no gather / scatter); auto: "einsum" on TPUs.
+      #   train_heads: "chunked": in training the mask and landmark heads run on the
+      #     foreground RoIs only, train_head_chunk at a time (models/chunked.py), the
+      #     activations of the first train_head_keep_rows foreground RoIs kept for the
+      #     backward pass (about 6.7 MB a row for the default heads), the later ones' forward
+      #     run again there; "dense": on every mask_rois_per_image / landmark_rois_per_image
+      #     slot, as TF's TPU Mask R-CNN does. auto: "chunked" on the CPU (measured:
+      #     benchmarks/RESULTS.md), "dense" elsewhere (a while loop with a data-dependent
+      #     trip count costs a device-host round trip per chunk on GPUs; to be measured there
+      #     with configs/bench_gpu.py).
+      "kernels": {"conv": "auto", "roi_align": "auto", "train_heads": "auto",
+                  "train_head_chunk": 16, "train_head_keep_rows": 32},
       # The input images' normalisation (the data pipeline's, config.data refers to these):
       # the MN's "colour" stream undoes it.
       "pixel_mean": (0.485, 0.456, 0.406),
@@ -27,7 +40,7 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "rpn": {"pre_nms_top_k_train": 2000, "pre_nms_top_k_test": 1000,
               "post_nms_top_k_train": 2000, "post_nms_top_k_test": 1000,
               "nms_threshold": 0.7, "min_size": 1e-3},
-      "roi_align": {"sampling_ratio": 2, "aligned": False, "backend": "gather"},
+      "roi_align": {"sampling_ratio": 2, "aligned": False},
       "box_weights": (10.0, 10.0, 5.0, 5.0),
       "box_head": {"hidden": 1024},
       "mask_head": {"channels": 256, "num_convs": 4, "roi_size": 14},
@@ -50,17 +63,36 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,
                      "min_size": 1e-2, "head_chunk": 10},
       # Target assignment and sampling in training (torchvision / Detectron defaults).
-      "train": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
-                "rpn_positive_fraction": 0.5, "rois_per_image": 512,
-                "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5, "mask_rois_per_image": 128,
-                "landmark_rois_per_image": 64,
-                # The matching network's RoIs: each image's GT boxes, plus this many sampled
-                # RoIs that overlap their GT with IoU >= match_fg_iou.
-                "pair_rois_per_image": 8, "match_fg_iou": 0.7,
-                # > 0: the mask and landmark heads run on the foreground RoIs only, that
-                # many at a time (0: on every RoI slot); the activations of the first
-                # head_keep_rows foreground RoIs are kept for the backward pass (buffers of
-                # that many rows: about 6.7 MB a row for the default mask and landmark heads),
-                # the later ones' forward runs again there.
-                "head_chunk": 16, "head_keep_rows": 32},
+      "sampling": {"rpn_fg_iou": 0.7, "rpn_bg_iou": 0.3, "rpn_batch_per_image": 256,
+                   "rpn_positive_fraction": 0.5, "rois_per_image": 512,
+                   "roi_positive_fraction": 0.25, "roi_fg_iou": 0.5,
+                   "mask_rois_per_image": 128, "landmark_rois_per_image": 64,
+                   # The matching network's RoIs: each image's GT boxes, plus this many
+                   # sampled RoIs that overlap their GT with IoU >= match_fg_iou.
+                   "pair_rois_per_image": 8, "match_fg_iou": 0.7},
   })
+
+
+def upgrade(model_cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A `config.model` written before the current layout (an older run's export), in it: its
+  `train` block is now `sampling`, its `train.head_chunk` / `head_keep_rows` and
+  `roi_align.backend` are `kernels` fields. Returns a new ConfigDict."""
+  d = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
+  kernels = dict(d.get("kernels", {}))
+  if "train" in d and "sampling" not in d:
+    sampling = dict(d.pop("train"))
+    chunk = sampling.pop("head_chunk", None)
+    if chunk is not None:
+      kernels.setdefault("train_heads", "chunked" if chunk else "dense")
+      if chunk:
+        kernels.setdefault("train_head_chunk", chunk)
+    if "head_keep_rows" in sampling:
+      kernels.setdefault("train_head_keep_rows", sampling.pop("head_keep_rows"))
+    d["sampling"] = sampling
+  roi_align = dict(d.get("roi_align", {}))
+  if "backend" in roi_align:
+    kernels.setdefault("roi_align", roi_align.pop("backend"))
+    d["roi_align"] = roi_align
+  defaults = model_config().kernels.to_dict()
+  d["kernels"] = {**defaults, **kernels}
+  return ml_collections.ConfigDict(d)

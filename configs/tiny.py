@@ -32,11 +32,11 @@ def get_config():
   m.rpn.pre_nms_top_k_train = m.rpn.pre_nms_top_k_test = 64
   m.rpn.post_nms_top_k_train = m.rpn.post_nms_top_k_test = 32
   m.detections.per_image = 8
-  m.train.rpn_batch_per_image = 64
-  m.train.rois_per_image = 32
-  m.train.mask_rois_per_image = 8
-  m.train.landmark_rois_per_image = 8
-  m.train.pair_rois_per_image = 4
+  m.sampling.rpn_batch_per_image = 64
+  m.sampling.rois_per_image = 32
+  m.sampling.mask_rois_per_image = 8
+  m.sampling.landmark_rois_per_image = 8
+  m.sampling.pair_rois_per_image = 4
   config.train.num_steps = 4
   config.train.log_every = 2
   config.train.checkpoint_every = 2

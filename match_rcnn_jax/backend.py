@@ -1,23 +1,24 @@
 """The one place that asks which backend runs, outside the model.
 
 - `resolve(model_cfg)`: the model's hardware-dependent implementation choices
-  (`config.model.kernels`), a value `auto` replaced by the backend's choice; `models.build`
-  calls it once, and the modules get what it says as explicit fields.
+  (`config.model.kernels`), each `auto` replaced by the backend's choice;
+  `models.match_rcnn.build` calls it once, and the modules get what it says as explicit fields.
 - `tune_host_allocator()`: glibc malloc settings for XLA:CPU, applied in this process
-  (`mallopt`), on the CPU backend only. XLA:CPU allocates each execution's large temporary
-  buffers afresh; with glibc's defaults a large buffer is a fresh mapping, freed memory is
-  trimmed and worker threads get arenas of their own, so every step touches gigabytes of new
-  pages (a train step of `configs/bench_cpu.py`: 1.3 to 1.9 million minor page faults, 4 to 10 s
-  of system time). With one arena, large buffers from the heap and no trimming, none
-  (benchmarks/RESULTS.md). The process keeps its peak heap between steps. On GPU and TPU hosts
-  nothing is changed (one arena would serialise tf.data's worker threads there).
-  `MATCH_RCNN_MALLOC_TUNING=0` turns it off.
+  (`mallopt`) before a backend starts, when the process will run on the CPU backend only.
+  XLA:CPU allocates each execution's large temporary buffers afresh; with glibc's defaults a
+  large buffer is a fresh mapping, freed memory is trimmed and worker threads get arenas of
+  their own, so every step touches gigabytes of new pages; with one arena, large buffers from
+  the heap and no trimming, it touches none (measured: benchmarks/RESULTS.md). The process
+  keeps its peak heap between steps. On GPU and TPU hosts nothing is changed (one arena would
+  serialise tf.data's worker threads there). `MATCH_RCNN_MALLOC_TUNING=0` turns it off.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import sys
@@ -27,12 +28,12 @@ import ml_collections
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 # One arena (a second one, a heap of 64 MB mappings, maps every larger request afresh); no
-# request served by a fresh mapping; freed memory kept for the next step.
+# request served by a fresh mapping; freed memory kept for the next step (-1: never trim; a
+# finite threshold, even 2 GB, gives a step's 3.8 GB of XLA temporaries back to the kernel
+# after every step of configs/bench_cpu.py, and the next step faults them in again).
 MALLOPT = {"M_ARENA_MAX": (_M_ARENA_MAX, 1), "M_MMAP_MAX": (_M_MMAP_MAX, 0),
-           "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, 2 ** 31 - 1)}
+           "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, -1)}
 OPT_OUT = "MATCH_RCNN_MALLOC_TUNING"
-
-KERNEL_CHOICES = {"conv": ("xla", "cpu")}
 
 
 def name() -> str:
@@ -41,32 +42,66 @@ def name() -> str:
   return jax.default_backend()
 
 
+KERNEL_CHOICES = {"conv": ("xla", "cpu"), "roi_align": ("gather", "einsum"),
+                  "train_heads": ("chunked", "dense")}
+
+
+def _auto(field: str, platform_name: str) -> str:
+  """The backend's choice for `config.model.kernels.<field>: auto`."""
+  if field == "conv":
+    return "cpu" if platform_name == "cpu" else "xla"
+  if field == "roi_align":
+    return "einsum" if platform_name == "tpu" else "gather"
+  return "chunked" if platform_name == "cpu" else "dense"  # train_heads
+
+
 def resolve(model_cfg) -> ml_collections.ConfigDict:
-  """A copy of `model_cfg` (config.model) whose `kernels` fields are explicit: `auto` becomes
-  the running backend's choice ("cpu" kernels on the CPU, XLA's own ops elsewhere)."""
-  cfg = ml_collections.ConfigDict(model_cfg.to_dict() if hasattr(model_cfg, "to_dict")
-                                  else model_cfg)
-  kernels = cfg.get("kernels", ml_collections.ConfigDict({}))
-  with cfg.ignore_type():
-    cfg.kernels = kernels
+  """A copy of `model_cfg` (config.model; an older layout is upgraded first,
+  `configs.model.upgrade`) whose `kernels` fields are explicit: each `auto` becomes the
+  running backend's choice (configs/model.py says which)."""
+  from configs.model import upgrade
+  cfg = upgrade(model_cfg)
+  kernels, platform_name = cfg.kernels, name()
   for field, choices in KERNEL_CHOICES.items():
-    value = kernels.get(field, "auto")
-    if value == "auto":
-      value = "cpu" if name() == "cpu" else "xla"
-    if value not in choices:
+    if kernels[field] == "auto":
+      kernels[field] = _auto(field, platform_name)
+    if kernels[field] not in choices:
       raise ValueError(f"config.model.kernels.{field} must be 'auto' or one of {choices}, "
-                       f"got {value!r}")
-    with cfg.ignore_type():
-      cfg.kernels[field] = value
+                       f"got {kernels[field]!r}")
+  for field in ("train_head_chunk", "train_head_keep_rows"):
+    if not isinstance(kernels[field], int) or kernels[field] < 0:
+      raise ValueError(f"config.model.kernels.{field} must be an integer >= 0, "
+                       f"got {kernels[field]!r}")
   return cfg
 
 
+def planned_platform() -> str | None:
+  """The platform JAX will run on, found without starting a backend: the first of
+  `JAX_PLATFORMS` (or `jax.config.jax_platforms`) when set, else "cpu" when no accelerator
+  plugin is installed (no `jax_plugins` entry point or module, no libtpu); None when it cannot
+  be told before a backend starts."""
+  import jax
+  platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0].strip().lower()
+  if list(importlib.metadata.entry_points(group="jax_plugins")):
+    return None
+  if importlib.util.find_spec("jax_plugins") or importlib.util.find_spec("libtpu"):
+    return None
+  return "cpu"
+
+
 def tune_host_allocator(environ=None) -> dict:
-  """Applies `MALLOPT` in this process when the CPU backend runs on glibc (and the user has not
-  set `MATCH_RCNN_MALLOC_TUNING=0`); returns the settings applied ({} when none). Call it at
-  the start of an entry point, before the first step."""
+  """Applies `MALLOPT` in this process when it will run on the CPU backend, on glibc (and the
+  user has not set `MATCH_RCNN_MALLOC_TUNING=0`); returns the settings applied ({} when none).
+
+  Call it at the start of an entry point, before anything starts a JAX backend: the arena
+  limit binds only threads that have not allocated yet, and a backend starts XLA's thread
+  pools (applied after that, the train step of configs/bench_cpu.py kept its million page
+  faults a step). Where the platform cannot be told before a backend starts
+  (`planned_platform` None: an accelerator plugin is installed), nothing is changed."""
   environ = os.environ if environ is None else environ
-  if environ.get(OPT_OUT, "1") == "0" or name() != "cpu":
+  if environ.get(OPT_OUT, "1") == "0" or planned_platform() != "cpu":
     return {}
   return apply_mallopt()
 

@@ -15,18 +15,38 @@ from match_rcnn_jax.models import match_rcnn
 
 def test_resolve_picks_the_backends_kernels_and_keeps_explicit_ones():
   cfg = model_config()
-  assert cfg.kernels.conv == "auto"
+  assert (cfg.kernels.conv, cfg.kernels.roi_align, cfg.kernels.train_heads) == ("auto",) * 3
   resolved = backend.resolve(cfg)
-  assert resolved.kernels.conv == ("cpu" if jax.default_backend() == "cpu" else "xla")
+  on_cpu = jax.default_backend() == "cpu"
+  assert resolved.kernels.conv == ("cpu" if on_cpu else "xla")
+  assert resolved.kernels.roi_align == ("einsum" if jax.default_backend() == "tpu" else "gather")
+  assert resolved.kernels.train_heads == ("chunked" if on_cpu else "dense")
   assert cfg.kernels.conv == "auto"  # the input is not changed
-  cfg.kernels.conv = "xla"
-  assert backend.resolve(cfg).kernels.conv == "xla"
-  old = model_config()
-  del old.kernels  # a config saved before the field existed
-  assert backend.resolve(old).kernels.conv in ("cpu", "xla")
-  cfg.kernels.conv = "winograd"
-  with pytest.raises(ValueError, match="kernels.conv"):
-    backend.resolve(cfg)
+  cfg.kernels.conv, cfg.kernels.roi_align, cfg.kernels.train_heads = "xla", "einsum", "dense"
+  explicit = backend.resolve(cfg).kernels
+  assert (explicit.conv, explicit.roi_align, explicit.train_heads) == ("xla", "einsum", "dense")
+  for field, bad in (("conv", "winograd"), ("roi_align", "bilinear"), ("train_heads", "some"),
+                     ("train_head_chunk", -1)):
+    wrong = model_config()
+    wrong.kernels[field] = bad
+    with pytest.raises(ValueError, match=f"kernels.{field}"):
+      backend.resolve(wrong)
+
+
+def test_resolve_reads_an_older_exports_layout():
+  """A config.model of an earlier layout (`train` with the head chunking, roi_align.backend, no
+  kernels) resolves to the same model config as today's."""
+  old = model_config().to_dict()
+  old.pop("kernels")
+  old["train"] = {**old.pop("sampling"), "head_chunk": 8, "head_keep_rows": 16}
+  old["roi_align"]["backend"] = "einsum"
+  resolved = backend.resolve(ml_collections.ConfigDict(old))
+  assert resolved.sampling.to_dict() == model_config().sampling.to_dict()
+  assert "train" not in resolved and "backend" not in resolved.roi_align
+  assert resolved.kernels.train_heads == "chunked"
+  assert resolved.kernels.train_head_chunk == 8 and resolved.kernels.train_head_keep_rows == 16
+  assert resolved.kernels.roi_align == "einsum"
+  assert resolved.kernels.conv in ("cpu", "xla")
 
 
 def test_build_resolves_and_the_model_refuses_auto():
@@ -43,3 +63,15 @@ def test_tune_host_allocator_applies_mallopt_unless_opted_out():
   assert backend.tune_host_allocator({backend.OPT_OUT: "0"}) == {}
   applied = backend.tune_host_allocator({})
   assert applied == {k: v for k, (_, v) in backend.MALLOPT.items()}
+
+
+def test_planned_platform_follows_jax_platforms(monkeypatch):
+  """The platform is told without starting a backend: JAX_PLATFORMS first, and the tuning is
+  skipped for an accelerator."""
+  if jax.config.jax_platforms:
+    pytest.skip("jax_platforms is set in this process's config")
+  monkeypatch.setenv("JAX_PLATFORMS", "tpu,cpu")
+  assert backend.planned_platform() == "tpu"
+  assert backend.tune_host_allocator({}) == {}
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  assert backend.planned_platform() == "cpu"

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from match_rcnn_jax.evaluation import coco_metrics
-from tests.test_evaluation import _gt_as_records
+from tests.test_evaluation import gt_as_records
 
 
 def _run(args):
@@ -36,7 +36,7 @@ def _gt_retrieval(data_dir):
 def test_scoring_mode(tiny_config, tmp_path):
   gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
   results = tmp_path / "r.json"
-  results.write_text(json.dumps(_gt_as_records(gt)))
+  results.write_text(json.dumps(gt_as_records(gt)))
   ret, expected_top1 = _gt_retrieval(tiny_config.data.dir)
   assert expected_top1 > 0
   (tmp_path / "q.json").write_text(json.dumps(ret))
@@ -71,7 +71,7 @@ def test_scoring_mode(tiny_config, tmp_path):
 
 def test_malformed_results_name_the_record(tiny_config, tmp_path):
   gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
-  records = _gt_as_records(gt)
+  records = gt_as_records(gt)
   cases = [({"image_id": 999999}, "record 1: image_id 999999 is not an image of the split"),
            ({"keypoints": [0.0] * 10}, "record 1: keypoints must be 882 numbers"),
            ({"category_id": 14}, "record 1: category_id 14 is not in 1..13")]

@@ -7,7 +7,7 @@ from pycocotools import mask as mask_utils
 from match_rcnn_jax.evaluation import coco_metrics, results
 
 
-def _gt_as_records(gt):
+def gt_as_records(gt):
   records = []
   for ann in gt.dataset["annotations"]:
     rle = gt.annToRLE(ann)
@@ -23,7 +23,7 @@ def _gt_as_records(gt):
 
 def test_ground_truth_as_predictions_scores_one(tiny_config):
   gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
-  records = _gt_as_records(gt)
+  records = gt_as_records(gt)
   for iou_type, visible_only in (("bbox", True), ("segm", True), ("keypoints", True),
                                  ("keypoints", False)):
     m = coco_metrics.evaluate(gt, records, iou_type, visible_only)
@@ -32,7 +32,7 @@ def test_ground_truth_as_predictions_scores_one(tiny_config):
 
 def test_shifted_boxes_lose_ap_and_empty_results_score_zero(tiny_config):
   gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
-  records = _gt_as_records(gt)
+  records = gt_as_records(gt)
   for r in records:
     x, y, w, h = r["bbox"]
     r["bbox"] = [x + 0.3 * w, y, w, h]  # IoU 0.54 with its GT box
@@ -75,7 +75,7 @@ def test_paste_mask_and_records():
 
 def test_subsets_of_ground_truth_as_predictions_score_one(tiny_config):
   gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
-  records = _gt_as_records(gt)
+  records = gt_as_records(gt)
   for iou_type in ("bbox", "segm", "keypoints"):
     table = coco_metrics.evaluate_subsets(gt, records, iou_type)
     assert set(table) == {"scale", "occlusion", "zoom_in", "viewpoint"}

@@ -154,11 +154,11 @@ def test_make_records_pads_short_galleries_and_keeps_the_format():
 
 
 def _gt_predictions(data_dir, perfect: bool):
-  """`inference.SplitPredictions` of the split's ground-truth garments with embeddings that
+  """`predictions.SplitPredictions` of the split's ground-truth garments with embeddings that
   are one-hot per product (perfect: equal for the same pair_id and style > 0, distinct
   otherwise) or random."""
   from match_rcnn_jax.data import schema
-  from match_rcnn_jax.evaluation import inference
+  from match_rcnn_jax.evaluation import predictions
   with open(os.path.join(data_dir, "validation_coco.json")) as f:
     coco = json.load(f)
   items, keys = [], {}
@@ -175,7 +175,7 @@ def _gt_predictions(data_dir, perfect: bool):
       for it, a in zip(items, coco["annotations"])]] * 3.0
   if not perfect:
     emb = np.random.default_rng(0).normal(size=emb.shape).astype(np.float32)
-  return inference.SplitPredictions([], np.zeros((0, emb.shape[1]), np.float32),
+  return predictions.SplitPredictions([], np.zeros((0, emb.shape[1]), np.float32),
                                     np.zeros((0,), np.int64), items, emb)
 
 

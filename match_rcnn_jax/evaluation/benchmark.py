@@ -70,8 +70,8 @@ def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 
   `out_dir/retrieval_results.json` (the official result formats),
   `out_dir/retrieval_results_gt_boxes.json` (the same format, ground-truth query and gallery
   boxes) and `out_dir/metrics.json`, and returns the metrics (shape in `scoring`)."""
-  from match_rcnn_jax.evaluation import inference  # TensorFlow: not for scoring files alone
-  pred = inference.predict_split(config, model, variables, split, host=host, progress=progress,
+  from match_rcnn_jax.evaluation import predictions  # TensorFlow: not for scoring files alone
+  pred = predictions.predict_split(config, model, variables, split, host=host, progress=progress,
                                  with_embeddings=True)
   min_score = config.get("eval", {}).get("gallery_min_score", DEFAULT_GALLERY_MIN_SCORE)
   similarity = variables["params"]["similarity"]

@@ -32,9 +32,9 @@ class MatchRCNN(nn.Module):
     c = self.config
     dtype = DTYPES[c.dtype]
     impl = c.kernels.conv  # explicit: `build` resolves "auto" for the backend
-    if impl not in ("xla", "cpu"):
-      raise ValueError(f"config.model.kernels.conv must be 'xla' or 'cpu' here, got {impl!r} "
-                       "(build the model with models.match_rcnn.build, which resolves 'auto')")
+    if "auto" in (impl, c.kernels.roi_align, c.kernels.train_heads):
+      raise ValueError("config.model.kernels has 'auto' values: build the model with "
+                       "models.match_rcnn.build, which resolves them for the backend")
     # In the heads' chunk loops the CPU's convs run as matmuls only (`_pure`).
     self.loop_conv_impl = "matmul" if impl == "cpu" else impl
     self.backbone = resnet.ResNet(depth=c.backbone.depth, width=c.backbone.width,
@@ -85,7 +85,8 @@ class MatchRCNN(nn.Module):
     r = self.config.roi_align
     return ops.multilevel_roi_align(pyramid[:4], boxes, size, min_level=2,
                                     sampling_ratio=r.sampling_ratio, aligned=r.aligned,
-                                    backend=r.backend, forward_only=forward_only)
+                                    backend=self.config.kernels.roi_align,
+                                    forward_only=forward_only)
 
   def proposals(self, pyramid, image_shape, image_sizes, train: bool):
     c = self.config.rpn
@@ -112,7 +113,7 @@ class MatchRCNN(nn.Module):
     """The RoIs [B, R, size, size, 3] of the (normalised) input images themselves."""
     r = self.config.roi_align
     return ops.roi_align(images, boxes, size, 1.0, r.sampling_ratio, r.aligned,
-                         backend=r.backend, forward_only=forward_only)
+                         backend=self.config.kernels.roi_align, forward_only=forward_only)
 
   def colour(self, pixels14, masks=None):
     """The MN's "colour" stream [N, 7, 7, 12] of RoI pixels14 [N, 14, 14, 3]
@@ -191,7 +192,7 @@ class MatchRCNN(nn.Module):
     v = self.embed_boxes(images, pyramid, boxes)
     return self.match_logits(v, v)
 
-  def _heads(self, pooled14, lm_pooled, pooled7, pixels7, pixels14, boxes, classes):
+  def detection_heads(self, pooled14, lm_pooled, pooled7, pixels7, pixels14, boxes, classes):
     """Mask probabilities [N, 28, 28], landmarks [N, 294, 3] and match embeddings [N, D] of N
     detections from their pooled features (the MN reading the streams' features computed
     for the masks and landmarks)."""
@@ -229,11 +230,11 @@ class MatchRCNN(nn.Module):
     fn, variables = self._pure(module, method, self.loop_conv_impl)
     return chunked.foreground_rows(fn, variables, tuple(inputs), fg, chunk, keep_rows // chunk)
 
-  def _valid_heads(self, inputs, valid, chunk: int):
-    """`_heads` on the valid detections only, `chunk` at a time in a while loop
+  def valid_detection_heads(self, inputs, valid, chunk: int):
+    """`detection_heads` on the valid detections only, `chunk` at a time in a while loop
     (`chunked.map_rows`: static shapes, data-dependent trip count): the heads cost what the
     images hold, not the number of detection slots. Outputs of invalid slots are zeros."""
-    fn, variables = self._pure(self, MatchRCNN._heads)
+    fn, variables = self._pure(self, MatchRCNN.detection_heads)
     return chunked.map_rows(fn, variables, tuple(inputs), valid, chunk)
 
   # -- the model ---------------------------------------------------------------------------
@@ -256,7 +257,7 @@ class MatchRCNN(nn.Module):
         landmarks [N, M, 294, 3], and for pair batches styles [N, M] and pair_id [N].
     """
     c = self.config
-    t = c.train
+    t = c.sampling
     n, h, w, _ = images.shape
     if image_sizes is None:
       image_sizes = jnp.broadcast_to(jnp.array([h, w], jnp.float32), (n, 2))
@@ -268,15 +269,10 @@ class MatchRCNN(nn.Module):
     rpn_logits = jnp.concatenate(logits, 1)
     rpn_deltas = jnp.concatenate(deltas, 1)
     rng_anchor, rng_roi = jax.random.split(self.make_rng("sampling"))
-    rpn_labels, rpn_box_targets = jax.vmap(
-        lambda b, v: tgt.rpn_targets(anchors, b, v, t.rpn_fg_iou, t.rpn_bg_iou))(gt_boxes, gt_valid)
-    rpn_sampled = jax.vmap(lambda r, lab: tgt.sample_anchors(
-        r, lab, t.rpn_batch_per_image, t.rpn_positive_fraction))(
-            jax.random.split(rng_anchor, n), rpn_labels)
-    rois = jax.vmap(lambda r, p, pv, b, cl, v: tgt.sample_rois(
-        r, p, pv, b, cl, v, t.rois_per_image, t.roi_positive_fraction, t.roi_fg_iou,
-        c.box_weights))(jax.random.split(rng_roi, n), props, pvalid, gt_boxes,
-                                 gt_classes, gt_valid)
+    rpn_labels, rpn_box_targets, rpn_sampled = tgt.rpn_batch(rng_anchor, anchors, gt_boxes,
+                                                             gt_valid, t)
+    rois = tgt.roi_batch(rng_roi, props, pvalid, gt_boxes, gt_classes, gt_valid, t,
+                         c.box_weights)
     pooled7 = self.pool(pyramid, rois["rois"], 7)
     cls_logits, box_deltas, _ = self.box_head(pooled7)
     box_deltas = jnp.take_along_axis(box_deltas, rois["labels"][..., None, None], axis=2)[..., 0, :]
@@ -289,7 +285,9 @@ class MatchRCNN(nn.Module):
     # Mask and landmark streams on the first (foreground) RoIs.
     def first(k, key):
       return rois[key][:, :k]
-    chunk, keep = t.get("head_chunk", 0), t.get("head_keep_rows", 0)
+    k = c.kernels
+    chunk = k.train_head_chunk if k.train_heads == "chunked" else 0
+    keep = k.train_head_keep_rows
     km, kl = t.mask_rois_per_image, t.landmark_rois_per_image
     m_rois, m_matched, m_fg = first(km, "rois"), first(km, "matched"), first(km, "is_fg")
     m_classes = first(km, "labels")
@@ -304,8 +302,8 @@ class MatchRCNN(nn.Module):
         (pooled_m.reshape(n * km, *pooled_m.shape[2:]), m_classes.reshape(-1)),
         m_fg.reshape(-1), chunk, keep)
     out["mask_logits"] = mask_logits.reshape(n, km, *mask_logits.shape[1:])
-    out["mask_targets"] = jax.vmap(lambda r, m, b, cr: tgt.mask_targets(
-        r, m, b, cr, mask_logits.shape[-1]))(m_rois, m_matched, gt_boxes, targets["mask_crops"])
+    out["mask_targets"] = tgt.mask_batch(m_rois, m_matched, gt_boxes, targets["mask_crops"],
+                                         mask_logits.shape[-1])
     out["mask_valid"] = m_fg
 
     l_rois, l_matched, l_fg = first(kl, "rois"), first(kl, "matched"), first(kl, "is_fg")
@@ -321,26 +319,18 @@ class MatchRCNN(nn.Module):
     block = block.reshape(block.shape[0], -1, block.shape[-1])  # [n, 4S * 4S, K]
     heatmap = 4 * c.landmark_head.roi_size  # 56
     out["landmark_logits"] = block.reshape(n, kl, -1, block.shape[-1])
-    gt_lm = jnp.take_along_axis(targets["landmarks"], l_matched[..., None, None], axis=1)
-    # The category block of each RoI's landmarks [N, K, 39, 3] (zeros past the count).
-    lm_block = postprocess.gather_block(gt_lm.reshape(n * kl, -1, 3), flat_cls)
-    index, valid = jax.vmap(lambda r, lm: tgt.landmark_targets(r, lm, heatmap))(
-        l_rois, lm_block.reshape(n, kl, -1, 3))
+    index, valid = tgt.landmark_batch(l_rois, l_matched, l_classes, targets["landmarks"],
+                                      heatmap)
     out["landmark_targets"] = index
     out["landmark_valid"] = valid & l_fg[..., None]
 
     if "pair_id" in targets:  # the batch is (shop, user) image pairs: the matching network
-      boxes, matched, valid = jax.vmap(lambda b, v, r: tgt.match_rois(
-          b, v, r, t.pair_rois_per_image, t.match_fg_iou))(gt_boxes, gt_valid, rois)
+      boxes, matched, valid = tgt.match_roi_batch(gt_boxes, gt_valid, rois, t)
       emb = self.embed_boxes(images, pyramid, boxes, train=train, mask=valid)  # [N, R, D]
-      styles = jnp.take_along_axis(targets["styles"].astype(jnp.int32), matched, axis=1)
-      ids = jnp.broadcast_to(targets["pair_id"].astype(jnp.int32)[:, None], matched.shape)
-      shop = lambda x: x[0::2].reshape(-1, *x.shape[2:])  # noqa: E731  images 2p
-      user = lambda x: x[1::2].reshape(-1, *x.shape[2:])  # noqa: E731  images 2p + 1
       # Every shop RoI of the global batch against every user RoI: [P R, P R].
-      out["pair_logits"] = self.similarity.pairwise(shop(emb), user(emb))
-      out["pair_labels"], out["pair_valid"] = tgt.pair_targets(
-          shop(ids), shop(styles), shop(valid), user(ids), user(styles), user(valid))
+      out["pair_logits"] = self.similarity.pairwise(tgt.shop_rows(emb), tgt.user_rows(emb))
+      out["pair_labels"], out["pair_valid"] = tgt.pair_batch(targets["pair_id"],
+                                                             targets["styles"], matched, valid)
     return out
 
   def infer(self, images, image_sizes=None, given_boxes=None):
@@ -374,9 +364,10 @@ class MatchRCNN(nn.Module):
               boxes.reshape(n, 4), classes.reshape(n))
     chunk = d.get("head_chunk", 0)
     if chunk and n > chunk:
-      masks, landmarks, embeddings = self._valid_heads(inputs, dets["valid"].reshape(n), chunk)
+      masks, landmarks, embeddings = self.valid_detection_heads(inputs, dets["valid"].reshape(n),
+                                                                chunk)
     else:
-      masks, landmarks, embeddings = self._heads(*inputs)
+      masks, landmarks, embeddings = self.detection_heads(*inputs)
     masks = masks.reshape(b, -1, *masks.shape[1:])
     embeddings = embeddings.reshape(b, -1, embeddings.shape[-1])
     out = {

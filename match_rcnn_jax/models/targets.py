@@ -11,6 +11,9 @@
 * `match_rois`: the RoIs of the matching network: the GT boxes and tight foreground RoIs.
 * `pair_targets`: labels of every (shop RoI, user RoI) combination of the global batch.
 
+The batch (`*_batch`, what the training forward calls): the same, vmapped over the images of a
+batch with the sample counts and thresholds of `config.model.sampling`.
+
 All targets are computed under stop_gradient.
 """
 
@@ -22,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from match_rcnn_jax import ops
+from match_rcnn_jax.models import postprocess
 
 
 class Match(enum.IntEnum):
@@ -152,3 +156,66 @@ def pair_targets(shop_ids, shop_styles, shop_valid, user_ids, user_styles, user_
   valid = shop_valid[:, None] & user_valid[None, :]
   return (jax.lax.stop_gradient((same & valid).astype(jnp.int32)),
           jax.lax.stop_gradient(valid))
+
+
+# -- the batch: [N, ...] images' targets, config.model.sampling's counts and thresholds ------
+
+
+def rpn_batch(rng, anchors, gt_boxes, gt_valid, t):
+  """(labels [N, A], box targets [N, A, 4], sampled [N, A]) of the anchors of N images."""
+  labels, box_targets = jax.vmap(
+      lambda b, v: rpn_targets(anchors, b, v, t.rpn_fg_iou, t.rpn_bg_iou))(gt_boxes, gt_valid)
+  sampled = jax.vmap(
+      lambda r, lab: sample_anchors(r, lab, t.rpn_batch_per_image, t.rpn_positive_fraction))(
+          jax.random.split(rng, labels.shape[0]), labels)
+  return labels, box_targets, sampled
+
+
+def roi_batch(rng, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, t, box_weights):
+  """`sample_rois` of N images: a dict of [N, rois_per_image, ...] arrays."""
+  return jax.vmap(lambda r, p, pv, b, cl, v: sample_rois(
+      r, p, pv, b, cl, v, t.rois_per_image, t.roi_positive_fraction, t.roi_fg_iou,
+      box_weights))(jax.random.split(rng, proposals.shape[0]), proposals, proposal_valid,
+                    gt_boxes, gt_classes, gt_valid)
+
+
+def mask_batch(rois, matched, gt_boxes, gt_mask_crops, size: int):
+  """`mask_targets` of N images: rois / matched [N, K, ...] -> [N, K, size, size]."""
+  return jax.vmap(lambda r, m, b, cr: mask_targets(r, m, b, cr, size))(
+      rois, matched, gt_boxes, gt_mask_crops)
+
+
+def landmark_batch(rois, matched, classes, gt_landmarks, size: int):
+  """Heatmap cell targets of N images' RoIs [N, K, 4] in the category blocks of their classes
+  [N, K]: the matched GT's landmarks (gt_landmarks [N, M, 294, 3]) of the block of the RoI's
+  class. Returns (index [N, K, 39], valid [N, K, 39])."""
+  n, k = classes.shape
+  gt = jnp.take_along_axis(gt_landmarks, matched[..., None, None], axis=1)
+  block = postprocess.gather_block(gt.reshape(n * k, -1, 3), classes.reshape(-1))
+  return jax.vmap(lambda r, lm: landmark_targets(r, lm, size))(rois, block.reshape(n, k, -1, 3))
+
+
+def match_roi_batch(gt_boxes, gt_valid, rois, t):
+  """`match_rois` of N images: (boxes [N, R, 4], matched [N, R], valid [N, R])."""
+  return jax.vmap(lambda b, v, r: match_rois(b, v, r, t.pair_rois_per_image, t.match_fg_iou))(
+      gt_boxes, gt_valid, rois)
+
+
+def shop_rows(x):
+  """The rows of the shop images (2p) of a pair batch [2P, R, ...] -> [P R, ...]."""
+  return x[0::2].reshape(-1, *x.shape[2:])
+
+
+def user_rows(x):
+  """The rows of the user images (2p + 1) of a pair batch [2P, R, ...] -> [P R, ...]."""
+  return x[1::2].reshape(-1, *x.shape[2:])
+
+
+def pair_batch(pair_id, styles, matched, valid):
+  """`pair_targets` of a batch of (shop, user) image pairs (images 2p and 2p + 1): every shop
+  RoI against every user RoI. pair_id [2P]; styles [2P, M] of the GT items; matched / valid
+  [2P, R] of the MN's RoIs. Returns (labels [P R, P R], valid [P R, P R])."""
+  roi_styles = jnp.take_along_axis(styles.astype(jnp.int32), matched, axis=1)
+  ids = jnp.broadcast_to(pair_id.astype(jnp.int32)[:, None], matched.shape)
+  return pair_targets(shop_rows(ids), shop_rows(roi_styles), shop_rows(valid),
+                      user_rows(ids), user_rows(roi_styles), user_rows(valid))

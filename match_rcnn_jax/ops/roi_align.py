@@ -83,21 +83,16 @@ def _pair(size):
 
 def _combine_gather(flat, iy, wy, ix, wx, row_stride, offset, forward_only=False):
   """Gathers [B, R, oh, g, 2] x [B, R, ow, g, 2] neighbours from flat [B, N, C] and reduces,
-  in float32 whatever the features' dtype (as torchvision's RoIAlign accumulates): the gradient
-  of the gather is a scatter-add of millions of atomic additions; this change, with one
-  pooling for the mask and landmark RoIs, took a bfloat16 train step on an H100 from 0.29 to
-  0.16 s (benchmarks/RESULTS.md, section 5).
+  in float32 whatever the features' dtype (as torchvision's RoIAlign accumulates; in bfloat16
+  the gather's gradient, a scatter-add, loses precision).
 
   The 4 g^2 neighbours of a bin are gathered on the axis next to the channels and reduced by a
   batched [1, 4 g^2] x [4 g^2, C] product per bin, which reads the gathered values in place
-  (contracted in their gathered [oh, g, 2, ow, g, 2] order they were transposed first: on the
-  CPU, for the 2 x 512 RoIs of a training step, forward 1.29 -> 0.34 s, gradient 0.80 ->
-  0.59 s).
+  (contracted in their gathered [oh, g, 2, ow, g, 2] order, they would be transposed first).
 
   `forward_only`: the 4 g^2 neighbours gathered and weighted one at a time, summed in one fused
-  loop: nothing of size 4 g^2 x C is written (on the CPU, 1024 RoIs at 7 x 7: 0.06 s against
-  0.38, 49 MB of temporaries against 790), but its gradient is 4 g^2 separate scatters,
-  slower than the contraction's; for inference."""
+  loop: nothing of size 4 g^2 x C is written, but its gradient is 4 g^2 separate scatters,
+  slower than the contraction's; for inference. (Measured: benchmarks/RESULTS.md, "RoIAlign".)"""
   flat = flat.astype(jnp.float32)
   wy, wx = wy.astype(jnp.float32), wx.astype(jnp.float32)
   b, r, oh, g, _ = iy.shape

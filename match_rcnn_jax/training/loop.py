@@ -56,22 +56,8 @@ def _batches(config, host, start_step: int):
 def init_variables(config, model, rng):
   variables = match_rcnn.init(model, rng, tuple(config.data.canvas))
   if config.init_from:
-    from match_rcnn_jax.tools import import_torchvision
-    variables = import_torchvision.load_variables(config.init_from, jax.device_get(variables))
+    variables = checkpoints.load_variables(config.init_from, jax.device_get(variables))
   return variables
-
-
-def export(workdir: str, state, config) -> str:
-  """Writes the inference export: `export/variables` (params + batch_stats) and
-  `export/config.json` (the whole config, enough to rebuild the model)."""
-  from match_rcnn_jax.tools import import_torchvision
-  out = os.path.join(workdir, "export")
-  os.makedirs(out, exist_ok=True)
-  import_torchvision.save_variables(out, {"params": jax.device_get(state.params),
-                                          "batch_stats": jax.device_get(state.batch_stats)})
-  with open(os.path.join(out, "config.json"), "w") as f:
-    f.write(config.to_json(indent=1))
-  return out
 
 
 class _Logger:
@@ -153,7 +139,8 @@ def train(config, workdir: str) -> dict:
     print(f"stopped at step {stop} of {total} (train.stop_at); run again to resume", flush=True)
     return final
   if jax.process_index() == 0:
-    export(workdir, state, config)
+    checkpoints.save_export(workdir, config, {"params": state.params,
+                                              "batch_stats": state.batch_stats})
     with open(os.path.join(workdir, "train_history.json"), "w") as f:
       json.dump(logger.history, f)
     if config.train.eval_at_end:
@@ -164,14 +151,14 @@ def train(config, workdir: str) -> dict:
                                               os.path.join(workdir, "eval"))
       print(f"held-out '{config.data.eval_split}' split:\n" + benchmark.table(metrics_eval),
             flush=True)
-      from match_rcnn_jax import predict
+      from match_rcnn_jax.inference import visualize
       png = os.path.join(workdir, "eval", "predictions.png")
-      predict.save_split_predictions(config, model, variables, config.data.eval_split, png)
+      visualize.save_split_predictions(config, model, variables, config.data.eval_split, png)
       print(f"predictions on held-out images drawn in {png}", flush=True)
-      from match_rcnn_jax import retrieve
       png = os.path.join(workdir, "eval", "retrieval.png")
       with open(os.path.join(workdir, "eval", "retrieval_results.json")) as f:
-        retrieve.save_split_retrieval(config.data.dir, config.data.eval_split, json.load(f), png)
+        visualize.save_split_retrieval(config.data.dir, config.data.eval_split, json.load(f),
+                                       png)
       print(f"retrieval of held-out garments drawn in {png}", flush=True)
       final.update({f"{task}_{k}": v for task, m in metrics_eval.items() if task != "subsets"
                     for k, v in m.items()})

@@ -1,4 +1,5 @@
-"""Jitted inference over a converted split, producing official result records."""
+"""The model over a converted split (`inference.jitted`, batch by batch), producing official
+result records and, for retrieval, the match embeddings."""
 
 from __future__ import annotations
 
@@ -9,26 +10,7 @@ import numpy as np
 
 from match_rcnn_jax.data import pipeline, schema
 from match_rcnn_jax.evaluation import results
-
-_INFER: dict[int, tuple] = {}
-
-
-def infer_fn(model):
-  """The jitted inference `fn(variables, images, image_sizes)` of `model`, one per model, so the
-  evaluation, the predictor and the picture of the demo share its compilations."""
-  key = id(model)
-  if key not in _INFER or _INFER[key][0] is not model:
-    _INFER[key] = (model, jax.jit(lambda v, x, s: model.apply(v, x, image_sizes=s)))
-  return _INFER[key][1]
-
-
-def infer_with_boxes_fn(model):
-  """`infer_fn` that also embeds given boxes: `fn(variables, images, image_sizes, boxes)`, the
-  outputs with `box_embeddings` [B, K, D] (the ground-truth garments' match embeddings)."""
-  key = ("boxes", id(model))
-  if key not in _INFER or _INFER[key][0] is not model:
-    _INFER[key] = (model, jax.jit(lambda v, x, s, b: model.apply(v, x, image_sizes=s, boxes=b)))
-  return _INFER[key][1]
+from match_rcnn_jax.inference import jitted
 
 
 @dataclasses.dataclass
@@ -68,7 +50,7 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
   entries are dropped.
   """
   batch_size = batch_size or config.batch_size
-  infer = infer_with_boxes_fn(model) if with_embeddings else infer_fn(model)
+  infer = jitted.infer_with_boxes if with_embeddings else jitted.infer
   ds = pipeline.image_dataset(config.data, split, batch_size, train=False, with_masks=False,
                               host=host)
   records, embeddings, sources, gt_items, gt_embeddings = [], [], [], [], []
@@ -79,7 +61,7 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
       images, info, boxes = (np.concatenate([x, np.repeat(x[:1], batch_size - n, 0)])
                              for x in (images, info, boxes))
     args = (variables, images, info[:, 4:6]) + ((boxes,) if with_embeddings else ())
-    out = jax.device_get(infer(*args))
+    out = jax.device_get(infer(model, *args))
     out = {k: v[:n] for k, v in out.items()}
     records += results.to_records(out, batch["image_id"], batch["image_info"])
     if with_embeddings:  # the order of to_records: image by image, valid detections
