@@ -1,6 +1,7 @@
 """Match R-CNN (ours, JAX) against torchvision's Mask R-CNN + 294-keypoint head, side by side.
 
     python benchmarks/compare_torchvision.py [--config configs/bench_cpu.py] [--json OUT.json]
+        [--set KEY=VALUE ...] [--side ours|torchvision]
 
 One run, one machine, the same synthetic inputs (images, garments with boxes, masks and
 landmarks) on both sides, at the same image size, batch, proposal and RoI counts:
@@ -26,6 +27,7 @@ image, `train_step_s` per step of `train_images` images.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -49,11 +51,24 @@ NUM_LANDMARKS = 294
 FROZEN = ("conv1", "bn1", "layer1")
 
 
-def load_config(path: str):
+def load_config(path: str, overrides=()):
+  """The config file's `get_config()`, with `KEY=VALUE` overrides (VALUE a Python literal,
+  or a plain string): `--set train_head_chunk=0` measures the same config with dense heads."""
   spec = importlib.util.spec_from_file_location("bench_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  config = module.get_config()
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep or key not in config:
+      raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of "
+                       f"{', '.join(sorted(config))} (config {path})")
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # a plain string, e.g. --set dtype=bfloat16
+    config[key] = value
+  return config
 
 
 def synthetic_inputs(cfg, n: int, seed: int = 0) -> dict:
@@ -122,6 +137,8 @@ def _our_model_config(cfg):
   m.kernels.train_head_chunk = chunk or m.kernels.train_head_chunk
   m.kernels.train_head_keep_rows = cfg.get("train_head_keep_rows",
                                            m.kernels.train_head_keep_rows)
+  if cfg.get("roi_align_piece_mb", -1) >= 0:
+    m.kernels.roi_align_piece_mb = cfg.roi_align_piece_mb
   m.mask_head.channels = cfg.mask_channels
   m.landmark_head.channels, m.landmark_head.num_convs = (cfg.landmark_channels,
                                                          cfg.landmark_convs)
@@ -196,6 +213,8 @@ def run_ours(cfg) -> dict:
   train_flops = _flops(compiled)
   train_temp_mb = _temp_mb(compiled)
   compiled_peak_rss_mb = _peak_rss_mb()  # set up and compiled, no step run yet
+  from match_rcnn_jax import backend
+  backend.release_free_heap()  # as the training loop does after compiling
 
   holder = {"state": state}
   fg = []
@@ -401,12 +420,12 @@ def _tune_host_allocator(side: str) -> None:
     backend.apply_mallopt()
 
 
-def _side(name: str, config_path: str) -> dict:
+def _side(name: str, config_path: str, overrides) -> dict:
   """Runs one side in a fresh process and returns its JSON."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "side.json")
     cmd = [sys.executable, os.path.abspath(__file__), "--config", config_path, "--side", name,
-           "--side_out", out]
+           "--side_out", out] + [f"--set={item}" for item in overrides]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if res.returncode != 0:
       raise RuntimeError(f"the {name} side failed:\n{res.stderr[-4000:]}")
@@ -418,10 +437,15 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=os.path.join(ROOT, "configs", "bench_cpu.py"))
   parser.add_argument("--json", default="")
-  parser.add_argument("--side", choices=("ours", "torchvision"), help=argparse.SUPPRESS)
-  parser.add_argument("--side_out", help=argparse.SUPPRESS)
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one of the config's fields (repeatable)")
+  parser.add_argument("--side", choices=("ours", "torchvision"),
+                      help="run one side only, in this process (its JSON to --side_out)")
+  parser.add_argument("--side_out", default="", help="where --side writes its JSON")
   args = parser.parse_args(argv)
-  cfg = load_config(args.config)
+  if args.side and not args.side_out:
+    parser.error("--side needs --side_out")
+  cfg = load_config(args.config, args.set)
   if cfg.train_images % 2:
     parser.error("train_images must be even: our train step takes (shop, user) pairs")
   if args.side:
@@ -431,11 +455,11 @@ def main(argv=None):
       json.dump(result, f)
     return 0
 
-  torchvision_result = _side("torchvision", args.config)
+  torchvision_result = _side("torchvision", args.config, args.set)
   if args.json:  # a partial result first: the torchvision side alone
     with open(args.json, "w") as f:
       json.dump({"config": cfg.to_dict(), "torchvision": torchvision_result}, f, indent=1)
-  ours = _side("ours", args.config)
+  ours = _side("ours", args.config, args.set)
   result = {
       "device": ours.pop("device"),
       "config": cfg.to_dict(),

@@ -35,6 +35,10 @@ def get_config():
       # ours, training: the activations of the first 32 foreground RoIs kept for the backward
       # pass (the later chunks' forward runs again there)
       "train_head_keep_rows": 32,
+      # ours, training: RoIAlign in pieces of at most this many MB of gathered values
+      # (-1: the default, config.model.kernels.roi_align_piece_mb: 128 MB on the CPU; 0: all
+      # RoIs at once)
+      "roi_align_piece_mb": -1,
       "mask_channels": 256, "landmark_channels": 512, "landmark_convs": 8,
       "dtype": "float32",  # ours; torchvision runs float32 on the CPU
       "amp": False,  # torchvision under torch.autocast (on a GPU: bfloat16)

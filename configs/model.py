@@ -5,6 +5,7 @@ torchvision's Mask / Keypoint R-CNN R50-FPN sizes, 13 categories, and the Match 
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def model_config(depth: str = "50") -> ml_collections.ConfigDict:
@@ -18,6 +19,10 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       #     3 x 3 convs as Winograd matmuls, the heads' convs inside loops as matmuls) or
       #     "xla" (XLA's own convolutions); auto: "cpu" on the CPU, "xla" elsewhere.
       #   roi_align: "gather" or "einsum" (no gather / scatter); auto: "einsum" on TPUs.
+      #   roi_align_piece_mb: ("gather", training) the RoIs pooled in pieces whose gathered
+      #     neighbours take at most this many MB, one piece after the other (0: all at once);
+      #     None (auto): 128 on the CPU (the train step's XLA temporaries of configs/bench_cpu.py
+      #     3.8 -> 2.4 GB at the same speed, benchmarks/RESULTS.md), 0 elsewhere.
       #   train_heads: "chunked": in training the mask and landmark heads run on the
       #     foreground RoIs only, train_head_chunk at a time (models/chunked.py), the
       #     activations of the first train_head_keep_rows foreground RoIs kept for the
@@ -27,8 +32,8 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       #     benchmarks/RESULTS.md), "dense" elsewhere (a while loop with a data-dependent
       #     trip count costs a device-host round trip per chunk on GPUs; to be measured there
       #     with configs/bench_gpu.py).
-      "kernels": {"conv": "auto", "roi_align": "auto", "train_heads": "auto",
-                  "train_head_chunk": 16, "train_head_keep_rows": 32},
+      "kernels": {"conv": "auto", "roi_align": "auto", "roi_align_piece_mb": placeholder(int),
+                  "train_heads": "auto", "train_head_chunk": 16, "train_head_keep_rows": 32},
       # The input images' normalisation (the data pipeline's, config.data refers to these):
       # the MN's "colour" stream undoes it.
       "pixel_mean": (0.485, 0.456, 0.406),

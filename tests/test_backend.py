@@ -1,7 +1,9 @@
 """match_rcnn_jax.backend: the model's `auto` kernels resolved for the backend, and the
 in-process glibc allocator settings."""
 
+import os
 import platform
+import subprocess
 import sys
 
 import jax
@@ -12,6 +14,8 @@ from configs.model import model_config
 from match_rcnn_jax import backend
 from match_rcnn_jax.models import match_rcnn
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def test_resolve_picks_the_backends_kernels_and_keeps_explicit_ones():
   cfg = model_config()
@@ -21,12 +25,16 @@ def test_resolve_picks_the_backends_kernels_and_keeps_explicit_ones():
   assert resolved.kernels.conv == ("cpu" if on_cpu else "xla")
   assert resolved.kernels.roi_align == ("einsum" if jax.default_backend() == "tpu" else "gather")
   assert resolved.kernels.train_heads == ("chunked" if on_cpu else "dense")
+  assert resolved.kernels.roi_align_piece_mb == (backend.CPU_ROI_ALIGN_PIECE_MB if on_cpu
+                                                 else 0)
   assert cfg.kernels.conv == "auto"  # the input is not changed
   cfg.kernels.conv, cfg.kernels.roi_align, cfg.kernels.train_heads = "xla", "einsum", "dense"
+  cfg.kernels.roi_align_piece_mb = 7
   explicit = backend.resolve(cfg).kernels
-  assert (explicit.conv, explicit.roi_align, explicit.train_heads) == ("xla", "einsum", "dense")
+  assert (explicit.conv, explicit.roi_align, explicit.train_heads,
+          explicit.roi_align_piece_mb) == ("xla", "einsum", "dense", 7)
   for field, bad in (("conv", "winograd"), ("roi_align", "bilinear"), ("train_heads", "some"),
-                     ("train_head_chunk", -1)):
+                     ("train_head_chunk", -1), ("roi_align_piece_mb", -2)):
     wrong = model_config()
     wrong.kernels[field] = bad
     with pytest.raises(ValueError, match=f"kernels.{field}"):
@@ -63,6 +71,34 @@ def test_tune_host_allocator_applies_mallopt_unless_opted_out():
   assert backend.tune_host_allocator({backend.OPT_OUT: "0"}) == {}
   applied = backend.tune_host_allocator({})
   assert applied == {k: v for k, (_, v) in backend.MALLOPT.items()}
+
+
+_RELEASE_SCRIPT = """
+import os, numpy as np
+from match_rcnn_jax import backend
+backend.apply_mallopt()  # no trimming, no fresh mappings: freed memory stays resident
+def rss_mb():
+  return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+big = np.ones(400 * 2**18, np.float32)  # 400 MB on the heap
+small = np.ones(1024, np.float32)  # allocated above it: the heap's top cannot shrink
+before = rss_mb()
+del big
+freed = rss_mb()
+assert backend.release_free_heap()
+print(before, freed, rss_mb())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+                    reason="glibc only")
+def test_release_free_heap_gives_freed_pages_back():
+  """With the settings of `MALLOPT` freed memory stays resident until `release_free_heap`."""
+  res = subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT], capture_output=True,
+                       text=True, cwd=ROOT)
+  assert res.returncode == 0, res.stderr[-2000:]
+  before, freed, released = map(float, res.stdout.split())
+  assert freed > before - 50  # freed but kept
+  assert released < freed - 300  # given back
 
 
 def test_planned_platform_follows_jax_platforms(monkeypatch):

@@ -81,12 +81,13 @@ class MatchRCNN(nn.Module):
     return ops.multilevel_anchors(image_shape, [p.shape[1:3] for p in pyramid], sizes, ratios)
 
   def pool(self, pyramid, boxes, size, forward_only: bool = False):
-    """RoIAlign from P2..P5; `forward_only` (inference): the form with the fastest forward."""
-    r = self.config.roi_align
+    """RoIAlign from P2..P5; `forward_only` (inference): the form with the fastest forward;
+    else in pieces of `kernels.roi_align_piece_mb`."""
+    r, k = self.config.roi_align, self.config.kernels
     return ops.multilevel_roi_align(pyramid[:4], boxes, size, min_level=2,
                                     sampling_ratio=r.sampling_ratio, aligned=r.aligned,
-                                    backend=self.config.kernels.roi_align,
-                                    forward_only=forward_only)
+                                    backend=k.roi_align, forward_only=forward_only,
+                                    piece_mb=k.roi_align_piece_mb)
 
   def proposals(self, pyramid, image_shape, image_sizes, train: bool):
     c = self.config.rpn
@@ -111,9 +112,10 @@ class MatchRCNN(nn.Module):
 
   def pool_pixels(self, images, boxes, size: int, forward_only: bool = False):
     """The RoIs [B, R, size, size, 3] of the (normalised) input images themselves."""
-    r = self.config.roi_align
+    r, k = self.config.roi_align, self.config.kernels
     return ops.roi_align(images, boxes, size, 1.0, r.sampling_ratio, r.aligned,
-                         backend=self.config.kernels.roi_align, forward_only=forward_only)
+                         backend=k.roi_align, forward_only=forward_only,
+                         piece_mb=k.roi_align_piece_mb)
 
   def colour(self, pixels14, masks=None):
     """The MN's "colour" stream [N, 7, 7, 12] of RoI pixels14 [N, 14, 14, 3]

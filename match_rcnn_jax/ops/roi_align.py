@@ -81,7 +81,7 @@ def _pair(size):
   return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _combine_gather(flat, iy, wy, ix, wx, row_stride, offset, forward_only=False):
+def _combine_gather(flat, iy, wy, ix, wx, row_stride, offset, forward_only=False, piece_mb=0):
   """Gathers [B, R, oh, g, 2] x [B, R, ow, g, 2] neighbours from flat [B, N, C] and reduces,
   in float32 whatever the features' dtype (as torchvision's RoIAlign accumulates; in bfloat16
   the gather's gradient, a scatter-add, loses precision).
@@ -89,6 +89,10 @@ def _combine_gather(flat, iy, wy, ix, wx, row_stride, offset, forward_only=False
   The 4 g^2 neighbours of a bin are gathered on the axis next to the channels and reduced by a
   batched [1, 4 g^2] x [4 g^2, C] product per bin, which reads the gathered values in place
   (contracted in their gathered [oh, g, 2, ow, g, 2] order, they would be transposed first).
+  The gathered values take B R oh ow 4 g^2 C floats (784 MB for 2 x 512 RoIs at 7 x 7, 256
+  channels): with `piece_mb` > 0 the B R RoIs are pooled in pieces whose gathered values take
+  at most that many MB, one piece after the other (`lax.map`; its gradient adds each piece's
+  scatter into one buffer), so neither pass holds them all.
 
   `forward_only`: the 4 g^2 neighbours gathered and weighted one at a time, summed in one fused
   loop: nothing of size 4 g^2 x C is written, but its gradient is 4 g^2 separate scatters,
@@ -108,9 +112,23 @@ def _combine_gather(flat, iy, wy, ix, wx, row_stride, offset, forward_only=False
     for j in range(k):
       out = out + jax.vmap(lambda f, i: f[i])(flat, index[..., j]) * weight[..., j, None]
     return out
-  vals = jax.vmap(lambda f, i: f[i])(flat, index.reshape(b, r, oh, ow, k))  # [.., oh, ow, k, C]
-  # A batched [1, k] x [k, C] product per bin: no transpose of the gathered values.
-  return jnp.einsum("brpqk,brpqkc->brpqc", weight.reshape(b, r, oh, ow, k), vals)
+  # One table of the B images' rows: RoI i of image j reads rows j N + ....
+  n, c = flat.shape[1:]
+  index = index.reshape(b * r, oh, ow, k) + jnp.repeat(jnp.arange(b, dtype=jnp.int32) * n,
+                                                       r)[:, None, None, None]
+  weight = weight.reshape(b * r, oh, ow, k)
+  table = flat.reshape(b * n, c)
+
+  def pool(args):  # a batched [1, k] x [k, C] product per bin: no transpose of the values
+    i, w = args
+    return jnp.einsum("...pqk,...pqkc->...pqc", w, table[i])
+  per_roi = oh * ow * k * c * 4  # bytes of one RoI's gathered values
+  piece = b * r if piece_mb <= 0 else max(1, min(b * r, int(piece_mb * 2**20) // per_roi))
+  if piece >= b * r:
+    out = pool((index, weight))
+  else:
+    out = jax.lax.map(pool, (index, weight), batch_size=piece)
+  return out.reshape(b, r, oh, ow, c)
 
 
 def _einsum_weights(idx, w, size):
@@ -121,7 +139,8 @@ def _einsum_weights(idx, w, size):
 
 def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, output_size, spatial_scale: float = 1.0,
               sampling_ratio: int = 2, aligned: bool = True,
-              backend: str = "gather", forward_only: bool = False) -> jnp.ndarray:
+              backend: str = "gather", forward_only: bool = False,
+              piece_mb: float = 0) -> jnp.ndarray:
   """RoIAlign of one feature map.
 
   Args:
@@ -134,6 +153,9 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, output_size, spatial_sc
     backend: "gather" or "einsum" (same numbers).
     forward_only: ("gather") the form with the fastest forward and the slowest gradient (same
       numbers): for inference.
+    piece_mb: ("gather", not `forward_only`) the RoIs pooled in pieces whose gathered
+      neighbours take at most this many MB, one after the other (0: all at once; same
+      numbers): bounds the memory of both passes.
 
   Returns:
     [B, R, out_h, out_w, C] in the dtype of `features`.
@@ -156,7 +178,7 @@ def roi_align(features: jnp.ndarray, boxes: jnp.ndarray, output_size, spatial_sc
   flat = features.reshape(features.shape[0], h * w, c)
   zeros = jnp.zeros(boxes.shape[:2], jnp.int32)
   out = _combine_gather(flat, iy, wy.astype(features.dtype), ix, wx.astype(features.dtype),
-                        zeros + w, zeros, forward_only)
+                        zeros + w, zeros, forward_only, piece_mb)
   return out.astype(features.dtype)
 
 
@@ -172,8 +194,10 @@ def assign_levels(boxes: jnp.ndarray, min_level: int = 2, max_level: int = 5,
 
 def multilevel_roi_align(features: Sequence[jnp.ndarray], boxes: jnp.ndarray, output_size,
                          min_level: int = 2, sampling_ratio: int = 2, aligned: bool = False,
-                         backend: str = "gather", forward_only: bool = False) -> jnp.ndarray:
-  """RoIAlign over an FPN: each box pooled from its level (`assign_levels`).
+                         backend: str = "gather", forward_only: bool = False,
+                         piece_mb: float = 0) -> jnp.ndarray:
+  """RoIAlign over an FPN: each box pooled from its level (`assign_levels`); `backend`,
+  `forward_only` and `piece_mb` as for `roi_align`.
 
   Args:
     features: per level [B, H_l, W_l, C], for levels min_level, min_level + 1, ...; level l has
@@ -214,5 +238,5 @@ def multilevel_roi_align(features: Sequence[jnp.ndarray], boxes: jnp.ndarray, ou
   ix, wx = _axis_samples(x1, bin_w, out_w, sampling_ratio, lvl_w)
   flat = jnp.concatenate([f.reshape(f.shape[0], -1, f.shape[-1]) for f in features], axis=1)
   out = _combine_gather(flat, iy, wy.astype(dtype), ix, wx.astype(dtype),
-                        lvl_w.astype(jnp.int32), offset, forward_only)
+                        lvl_w.astype(jnp.int32), offset, forward_only, piece_mb)
   return out.astype(dtype)

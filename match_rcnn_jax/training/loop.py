@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from match_rcnn_jax import backend
 from match_rcnn_jax.data import pipeline, prepare
 from match_rcnn_jax.models import match_rcnn
 from match_rcnn_jax.training import checkpoints, optim
@@ -125,9 +126,15 @@ def train(config, workdir: str) -> dict:
   batches = _batches(config, host, start)
   metrics = {}
   stop = min(total, config.train.stop_at) if config.train.stop_at else total
+  compiled = None
   for step in range(start, stop):
     batch = global_batch(next(batches), data_sharding)
-    state, metrics = train_step(state, batch)
+    if compiled is None:  # compiled ahead of the first step: every step has these shapes
+      compiled = train_step.lower(state, batch).compile()
+      # The memory the compiler freed goes back before the step's temporaries are allocated
+      # (on the CPU backend the host heap keeps it otherwise; benchmarks/RESULTS.md).
+      backend.release_free_heap()
+    state, metrics = compiled(state, batch)
     done = step + 1
     if done % config.train.log_every == 0 or done == total:
       logger.log(done, jax.device_get(metrics), float(lr_fn(step)))
