@@ -4,6 +4,7 @@ import os
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from match_rcnn_jax.data import schema
 from match_rcnn_jax.evaluation import coco_metrics, results
 
 
@@ -123,3 +124,41 @@ def test_subset_rule_items_outside_the_subset_are_ignore_regions():
   assert table["scale"]["small"] == {"AP": 0.5, "AP50": 0.5, "AP75": 0.5}
   # The plain evaluation is left intact after the subsets ran.
   assert coco_metrics.evaluate(gt, [small, large], "bbox")["AP"] == 1.0
+
+
+def test_one_evaluation_per_task_equals_pycocotools_and_leaves_records_unchanged(tiny_config):
+  """`evaluate_task` (shallow copies of the records, one COCOeval for the summary and the
+  subset tables) against pycocotools run on deep copies, as the evaluation did before; the
+  caller's records are left as they were."""
+  import copy
+
+  from pycocotools.cocoeval import COCOeval
+  gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
+  rng = np.random.default_rng(0)
+  records = gt_as_records(gt)
+  for r in records:  # imperfect predictions: shifted boxes and points, varied scores
+    x, y, w, h = r["bbox"]
+    r["bbox"] = [x + rng.uniform(-0.2, 0.2) * w, y + rng.uniform(-0.2, 0.2) * h, w, h]
+    kp = np.asarray(r["keypoints"]).reshape(-1, 3)
+    kp[:, :2] += rng.normal(0, 4, (len(kp), 2))
+    r["keypoints"] = kp.reshape(-1).tolist()
+    r["score"] = float(rng.uniform(0.1, 1.0))
+    if rng.uniform() < 0.5:  # the mask: the shifted box's rectangle
+      size = r["segmentation"]["size"]
+      rle = mask_utils.frPyObjects(np.asarray([r["bbox"]], np.float64), *size)[0]
+      r["segmentation"] = {"size": size, "counts": rle["counts"].decode("ascii")}
+  before = copy.deepcopy(records)
+  for iou_type, visible_only in (("bbox", True), ("segm", True), ("keypoints", False)):
+    summary, table = coco_metrics.evaluate_task(gt, records, iou_type, visible_only)
+    ref_gt = coco_metrics.landmark_gt(gt, visible_only) if iou_type == "keypoints" else gt
+    ev = COCOeval(ref_gt, ref_gt.loadRes(copy.deepcopy(records)), iou_type)
+    if iou_type == "keypoints":
+      ev.params.kpt_oks_sigmas = schema.OKS_SIGMAS
+      ev.params.maxDets = [20]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    np.testing.assert_allclose(summary["stats"], np.maximum(ev.stats, 0), atol=1e-6)
+    assert 0 < summary["AP"] < 1, (iou_type, summary)
+    assert table == coco_metrics.evaluate_subsets(gt, records, iou_type, visible_only)
+  assert records == before

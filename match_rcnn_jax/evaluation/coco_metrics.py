@@ -55,11 +55,14 @@ SUBSETS: dict[str, dict[int, str]] = {
 
 
 def _evaluated(gt: COCO, records: list[dict], iou_type: str, visible_only: bool) -> COCOeval:
-  """COCOeval after `evaluate()` (IoUs / OKS and per-image matching done)."""
+  """COCOeval after `evaluate()` (IoUs / OKS and per-image matching done). `loadRes` sets keys
+  of the records it is given (`id`, `area`, `iscrowd`, ...) and replaces none of their values
+  in place: shallow copies leave the caller's records as they were without copying their
+  882-number keypoint lists or their masks."""
   if iou_type == "keypoints":
     gt = landmark_gt(gt, visible_only)
   with contextlib.redirect_stdout(io.StringIO()):
-    dt = gt.loadRes(copy.deepcopy(records))
+    dt = gt.loadRes([dict(r) for r in records])
     ev = COCOeval(gt, dt, iou_type)
     if iou_type == "keypoints":
       ev.params.kpt_oks_sigmas = schema.OKS_SIGMAS
@@ -78,26 +81,45 @@ def _summary(ev: COCOeval) -> dict:
 
 def evaluate(gt: COCO, records: list[dict], iou_type: str, visible_only: bool = True) -> dict:
   """{'AP', 'AP50', 'AP75', 'stats': all 12 (10 for keypoints) numbers} for one task."""
-  if not records:
-    return dict(EMPTY, stats=[0.0] * (10 if iou_type == "keypoints" else 12))
-  return _summary(_evaluated(gt, records, iou_type, visible_only))
+  return evaluate_task(gt, records, iou_type, visible_only, subsets=False)[0]
 
 
 def evaluate_subsets(gt: COCO, records: list[dict], iou_type: str,
                      visible_only: bool = True) -> dict:
   """{attribute: {value name: {'AP', 'AP50', 'AP75'} or None}} over SUBSETS (see the module
   docstring for the rule)."""
-  out = {attr: {name: None for name in names.values()} for attr, names in SUBSETS.items()}
+  return evaluate_task(gt, records, iou_type, visible_only, subsets=True)[1]
+
+
+def evaluate_task(gt: COCO, records: list[dict], iou_type: str, visible_only: bool = True,
+                  subsets: bool = True) -> tuple[dict, dict | None]:
+  """(`evaluate`'s summary, `evaluate_subsets`' table or None) of one task, from one COCOeval:
+  the IoUs / OKS are computed once and serve the summary and every subset table."""
   if not records:
-    if iou_type == "keypoints":  # items without labelled points are ignored by COCOeval
-      gt = landmark_gt(gt, visible_only)
-    for ann in gt.dataset["annotations"]:
-      if iou_type != "keypoints" or ann["num_keypoints"] > 0:
-        for attr, names in SUBSETS.items():
-          if ann.get(attr) in names:
-            out[attr][names[ann[attr]]] = dict(EMPTY)
-    return out
+    summary = dict(EMPTY, stats=[0.0] * (10 if iou_type == "keypoints" else 12))
+    return summary, _empty_subsets(gt, iou_type, visible_only) if subsets else None
   ev = _evaluated(gt, records, iou_type, visible_only)
+  summary = _summary(ev)
+  return summary, _subsets(ev) if subsets else None
+
+
+def _empty_subsets(gt: COCO, iou_type: str, visible_only: bool) -> dict:
+  """The subset table of no records: 0 AP where the subset has items, None elsewhere."""
+  out = {attr: {name: None for name in names.values()} for attr, names in SUBSETS.items()}
+  if iou_type == "keypoints":  # items without labelled points are ignored by COCOeval
+    gt = landmark_gt(gt, visible_only)
+  for ann in gt.dataset["annotations"]:
+    if iou_type != "keypoints" or ann["num_keypoints"] > 0:
+      for attr, names in SUBSETS.items():
+        if ann.get(attr) in names:
+          out[attr][names[ann[attr]]] = dict(EMPTY)
+  return out
+
+
+def _subsets(ev: COCOeval) -> dict:
+  """The subset tables from an evaluated COCOeval (its IoUs / OKS reused; its per-image
+  results are replaced)."""
+  out = {attr: {name: None for name in names.values()} for attr, names in SUBSETS.items()}
   p = ev.params
   # Subset tables report the "all" area range only: skip matching for the others.
   p.areaRng, p.areaRngLbl = p.areaRng[:1], p.areaRngLbl[:1]

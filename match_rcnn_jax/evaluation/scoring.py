@@ -73,9 +73,10 @@ def score(gt_path: str, records: list, path: str = "results", subsets: bool = Tr
     usable = [r for r in records if key in r and (iou_type != "bbox" or "bbox" in r)]
     if records and not usable:
       continue
-    metrics[name] = _round(coco_metrics.evaluate(gt, usable, iou_type, visible_only))
-    if subsets and name in SUBSET_TASKS:
-      table = coco_metrics.evaluate_subsets(gt, usable, iou_type, visible_only)
+    summary, table = coco_metrics.evaluate_task(gt, usable, iou_type, visible_only,
+                                                subsets=subsets and name in SUBSET_TASKS)
+    metrics[name] = _round(summary)
+    if table is not None:
       subset_metrics[name] = {attr: {v: _round(m) for v, m in values.items()}
                               for attr, values in table.items()}
   if subsets:
