@@ -14,7 +14,7 @@ def gt_as_records(gt):
     rle = gt.annToRLE(ann)
     rle = {"size": rle["size"], "counts": rle["counts"].decode("ascii")
            if isinstance(rle["counts"], bytes) else rle["counts"]}
-    kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+    kp = np.array(ann["keypoints"], np.float64).reshape(-1, 3)  # a copy: the GT keeps its own
     kp[:, 2] = 1
     records.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
                     "bbox": ann["bbox"], "score": 1.0, "segmentation": rle,
@@ -162,3 +162,49 @@ def test_one_evaluation_per_task_equals_pycocotools_and_leaves_records_unchanged
     assert 0 < summary["AP"] < 1, (iou_type, summary)
     assert table == coco_metrics.evaluate_subsets(gt, records, iou_type, visible_only)
   assert records == before
+
+
+def test_json_array_read_in_pieces_equals_json_load(tmp_path):
+  """`results.iter_json_array` with chunks of 1 to 40 characters (elements, numbers and
+  strings cut anywhere) yields what `json.load` gives; malformed text fails naming the file."""
+  import pytest
+  rng = np.random.default_rng(3)
+  path = tmp_path / "a.json"
+  for trial in range(60):
+    n = int(rng.integers(0, 12))
+    data = [{"image_id": int(rng.integers(1, 10**6)), "score": float(rng.uniform()) * 10.0**int(
+        rng.integers(-3, 6)), "keypoints": rng.normal(size=int(rng.integers(0, 30))).tolist(),
+        "name": "x" * int(rng.integers(0, 20))} for _ in range(n)]
+    if trial % 5 == 0:
+      data = [int(v) for v in rng.integers(0, 10**9, n)]  # bare numbers: cut mid-number
+    path.write_text(json.dumps(data, indent=1 if trial % 2 else None))
+    chunk = int(rng.integers(1, 41))
+    assert list(results.iter_json_array(str(path), chunk_chars=chunk)) == data, (trial, chunk)
+  for text, message in (("", "expected a JSON array"), ("{}", "expected a JSON array"),
+                        ("[1, 2", "without ']'"), ("[1 2]", "expected ',' or ']' after record 0"),
+                        ("[1,]", "record 1: invalid JSON"), ("[1] x", "after the array")):
+    path.write_text(text)
+    with pytest.raises(results.ResultsError, match=message) as err:
+      list(results.iter_json_array(str(path), chunk_chars=3))
+    assert str(path) in str(err.value)
+
+
+def test_results_file_streamed_scores_as_the_whole(tiny_config, tmp_path):
+  """A result file read record by record (keypoints compacted to arrays) scores exactly as
+  its records held in memory, every table included."""
+  from match_rcnn_jax.evaluation import scoring
+  gt_path = os.path.join(tiny_config.data.dir, "validation_coco.json")
+  gt = coco_metrics.load_gt(gt_path)
+  rng = np.random.default_rng(4)
+  records = gt_as_records(gt)
+  for r in records:
+    x, y, w, h = r["bbox"]
+    r["bbox"] = [x + rng.uniform(-0.3, 0.3) * w, y, w, h]
+    r["keypoints"] = (np.asarray(r["keypoints"]) + rng.normal(0, 3, 882)).tolist()
+    r["score"] = float(rng.uniform())
+  path = tmp_path / "results.json"
+  path.write_text(json.dumps(records))
+  whole = scoring.score(gt_path, records, str(path))
+  streamed = scoring.score_file_records(gt_path, str(path))
+  assert streamed == whole
+  assert 0 < whole["bbox"]["AP"] < 1 and 0 < whole["landmarks_vis"]["AP"] < 1

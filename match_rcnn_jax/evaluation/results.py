@@ -7,6 +7,7 @@ the original image; one record serves the box, mask and landmark evaluations ali
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -21,6 +22,71 @@ class ResultsError(ValueError):
 def is_number(v) -> bool:
   """A finite int or float (not a bool): what every numeric field of a result record must be."""
   return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def iter_json_array(path: str, chunk_chars: int = 1 << 22):
+  """The elements of the JSON array in file `path`, one at a time, parsed as the file is read
+  (one chunk of its text and one element held at a time, whatever the file's size). Raises
+  ResultsError naming the file and the element where the text is not a JSON array."""
+  decoder = json.JSONDecoder()
+  try:
+    f = open(path)
+  except OSError as e:
+    raise ResultsError(f"{path}: cannot read JSON: {e}") from e
+  with f:
+    buf, pos, eof, index = "", 0, False, 0
+
+    def fill(need_more: bool):
+      nonlocal buf, pos, eof
+      if need_more and not eof:
+        more = f.read(chunk_chars)
+        eof = not more
+        buf = buf[pos:] + more
+        pos = 0
+        return True
+      return False
+
+    def skip_space():
+      nonlocal pos
+      while True:
+        while pos < len(buf) and buf[pos].isspace():
+          pos += 1
+        if pos < len(buf) or not fill(True):
+          return
+
+    skip_space()
+    if pos >= len(buf) or buf[pos] != "[":
+      raise ResultsError(f"{path}: expected a JSON array (a list of records)")
+    pos += 1
+    skip_space()
+    if pos < len(buf) and buf[pos] == "]":
+      return
+    while True:
+      while True:  # one element; parsed only once text follows it (a number may go on)
+        try:
+          item, end = decoder.raw_decode(buf, pos)
+          if end < len(buf) or eof:
+            break
+        except json.JSONDecodeError as e:
+          if eof:
+            raise ResultsError(f"{path}: record {index}: invalid JSON: {e}") from e
+        fill(True)
+      pos = end
+      yield item
+      index += 1
+      skip_space()
+      if pos >= len(buf):
+        raise ResultsError(f"{path}: the array ends after record {index - 1} without ']'")
+      if buf[pos] == "]":
+        pos += 1
+        skip_space()
+        if pos < len(buf):
+          raise ResultsError(f"{path}: text after the array's closing ']'")
+        return
+      if buf[pos] != ",":
+        raise ResultsError(f"{path}: expected ',' or ']' after record {index - 1}")
+      pos += 1
+      skip_space()
 
 
 def paste_mask(prob: np.ndarray, box, height: int, width: int) -> np.ndarray:
