@@ -32,6 +32,7 @@ import tempfile
 import time
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from match_rcnn_jax.data import coco, schema
 
@@ -68,7 +69,6 @@ def _polygon(box):
 
 
 def _rle(box, width: int, height: int) -> dict:
-  from pycocotools import mask as mask_utils
   x1, y1, x2, y2 = box
   rle = mask_utils.frPyObjects(np.asarray([[x1, y1, x2 - x1, y2 - y1]], np.float64),
                                height, width)[0]
@@ -97,7 +97,7 @@ def make_split(out_dir: str, images: int, detections: int, seed: int = 0) -> dic
   width, height = 640, 800
   image_list, annotations, query, gallery = [], [], [], []
   user = rng.uniform(size=images) < USER_SHARE
-  garments = []  # (image id, category id, box, pair id, style), for the results
+  garments = {}  # image id -> [(category, box, landmarks)], for the results
   for i in range(images):
     image_id = i + 1
     pair_id = i // 3 + 1  # a product per 3 images (a user photo and its shop photos)
@@ -119,7 +119,7 @@ def make_split(out_dir: str, images: int, detections: int, seed: int = 0) -> dic
       else:
         gallery.append({"gallery_image_id": image_id, "style": style, "pair_id": pair_id,
                         "bbox": box})
-      garments.append((image_id, cat, box, lm, pair_id, style))
+      garments.setdefault(image_id, []).append((cat, box, lm))
   gt = {"info": {}, "licenses": [], "images": image_list, "annotations": annotations,
         "categories": coco.coco_categories()}
   for name, data in (("coco", gt), ("query", query), ("gallery", gallery)):
@@ -129,12 +129,10 @@ def make_split(out_dir: str, images: int, detections: int, seed: int = 0) -> dic
   results = _ArrayWriter(os.path.join(out_dir, "results.json"))
   retrieval = _ArrayWriter(os.path.join(out_dir, "retrieval_results.json"))
   shop_ids = [im["id"] for im, u in zip(image_list, user) if not u] or [1]
-  by_image: dict[int, list] = {}
-  for g in garments:
-    by_image.setdefault(g[0], []).append(g)
-  for i, image_id in enumerate(range(1, images + 1)):
+  for i in range(images):
+    image_id = i + 1
     dets = []
-    for _, cat, box, lm, _, _ in by_image.get(image_id, [])[:detections]:
+    for cat, box, lm in garments[image_id][:detections]:
       jitter = rng.normal(0, 0.03, 4) * np.tile([box[2] - box[0], box[3] - box[1]], 2)
       det_lm = lm.copy()
       det_lm[cat.landmark_slice, :2] += rng.normal(0, 5, (cat.num_landmarks, 2))

@@ -36,22 +36,22 @@ def iter_json_array(path: str, chunk_chars: int = 1 << 22):
   with f:
     buf, pos, eof, index = "", 0, False, 0
 
-    def fill(need_more: bool):
+    def fill() -> bool:
+      """The next chunk appended to the unread text; False at the end of the file."""
       nonlocal buf, pos, eof
-      if need_more and not eof:
-        more = f.read(chunk_chars)
-        eof = not more
-        buf = buf[pos:] + more
-        pos = 0
-        return True
-      return False
+      if eof:
+        return False
+      more = f.read(chunk_chars)
+      eof = not more
+      buf, pos = buf[pos:] + more, 0
+      return True
 
     def skip_space():
       nonlocal pos
       while True:
         while pos < len(buf) and buf[pos].isspace():
           pos += 1
-        if pos < len(buf) or not fill(True):
+        if pos < len(buf) or not fill():
           return
 
     skip_space()
@@ -70,7 +70,7 @@ def iter_json_array(path: str, chunk_chars: int = 1 << 22):
         except json.JSONDecodeError as e:
           if eof:
             raise ResultsError(f"{path}: record {index}: invalid JSON: {e}") from e
-        fill(True)
+        fill()
       pos = end
       yield item
       index += 1
