@@ -78,7 +78,7 @@ def main(argv):
       raise app.UsageError("--results / --retrieval_results need --gt_dir")
     try:
       metrics = scoring.score_file(_GT_DIR.value, _SPLIT.value, _RESULTS.value,
-                                   _RETRIEVAL.value)
+                                   _RETRIEVAL.value, show_progress=True)
     except scoring.ResultsError as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
@@ -98,7 +98,7 @@ def main(argv):
     model, variables = _model_variables(config, _WORKDIR.value, _CHECKPOINT.value)
     metrics = benchmark.evaluate_model(config, model, variables, config.data.eval_split,
                                        os.path.join(_WORKDIR.value, "eval"),
-                                       progress=progress_bar(config))
+                                       progress=progress_bar(config), show_progress=True)
   print(benchmark.table(metrics))
   return 0
 

@@ -5,11 +5,14 @@
   area = box w*h, 882-long keypoints, num_keypoints counting v > 0, iscrowd 0, pair_id, style,
   polygons), plus `source`, `scale`, `occlusion`, `zoom_in` and `viewpoint` on every annotation,
   which the per-subset evaluation needs and the official converter drops.
+  `write_coco(records, f)` writes the same text one annotation at a time.
 * `to_retrieval(records)`: the consumer-to-shop ground truth in the format of the official
   `val_query.json` / `val_gallery.json`.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -34,19 +37,43 @@ def to_coco(records: list[parsing.ImageRecord]) -> dict:
   match the official ground truth); the polygons are those the parser kept (degenerate ones,
   which make pycocotools fail, are dropped and reported by the converter).
   """
-  images, annotations = [], []
+  return {"info": {}, "licenses": [], "images": [_image(rec) for rec in records],
+          "annotations": list(iter_annotations(records)), "categories": coco_categories()}
+
+
+def write_coco(records: list[parsing.ImageRecord], f) -> None:
+  """`json.dump(to_coco(records), f)`, the same text, written one annotation at a time (an
+  annotation's 882 keypoints as Python floats take about 28 KB: a training split's would take
+  gigabytes held at once)."""
+  f.write('{"info": {}, "licenses": [], "images": ')
+  json.dump([_image(rec) for rec in records], f)
+  f.write(', "annotations": [')
+  for i, ann in enumerate(iter_annotations(records)):
+    f.write((", " if i else "") + json.dumps(ann))
+  f.write('], "categories": ')
+  json.dump(coco_categories(), f)
+  f.write("}")
+
+
+def _image(rec: parsing.ImageRecord) -> dict:
+  return {"coco_url": "", "date_captured": "", "file_name": f"{rec.image_id:06d}.jpg",
+          "flickr_url": "", "id": rec.image_id, "license": 0, "width": rec.width,
+          "height": rec.height}
+
+
+def iter_annotations(records: list[parsing.ImageRecord]):
+  """The COCO annotations of `records`, one at a time (ids from 1, in record order)."""
+  ann_id = 0
   for rec in records:
-    images.append({"coco_url": "", "date_captured": "", "file_name": f"{rec.image_id:06d}.jpg",
-                   "flickr_url": "", "id": rec.image_id, "license": 0, "width": rec.width,
-                   "height": rec.height})
     for item in rec.items:
       bbox = _xywh(item.raw_bbox)
       keypoints = item.global_landmarks.astype(np.float64).reshape(-1)
-      annotations.append({
+      ann_id += 1
+      yield {
           "area": bbox[2] * bbox[3],
           "bbox": bbox,
           "category_id": item.category_id,
-          "id": len(annotations) + 1,
+          "id": ann_id,
           "pair_id": rec.pair_id,
           "image_id": rec.image_id,
           "iscrowd": 0,
@@ -59,9 +86,7 @@ def to_coco(records: list[parsing.ImageRecord]) -> dict:
           "occlusion": item.occlusion,
           "zoom_in": item.zoom_in,
           "viewpoint": item.viewpoint,
-      })
-  return {"info": {}, "licenses": [], "images": images, "annotations": annotations,
-          "categories": coco_categories()}
+      }
 
 
 def to_retrieval(records: list[parsing.ImageRecord]) -> tuple[list[dict], list[dict]]:

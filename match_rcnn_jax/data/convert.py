@@ -1,7 +1,7 @@
 """Converts one DeepFashion2 split to TFRecords and the evaluation ground truth.
 
     python -m match_rcnn_jax.data.convert --data_dir D --output_dir O [--split validation]
-        [--on_error fail|skip] [--examples_per_shard 1024]
+        [--on_error fail|skip] [--examples_per_shard 1024] [--workers N]
 
 `D` is the extracted split folder (holding `image/` and `annos/`) or its parent (holding
 `<split>/image`, `<split>/annos`). Writes, replacing any previous conversion of the same split:
@@ -19,8 +19,10 @@ anything is written; with `skip` invalid items / files are left out and listed i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
+import multiprocessing
 import os
 import sys
 
@@ -33,10 +35,14 @@ class ConversionError(Exception):
   """Invalid input under --on_error fail."""
 
 
-def _atomic_json(path: str, obj) -> None:
+def _atomic_json(path: str, obj=None, write=None) -> None:
+  """`obj` as JSON (or what `write(f)` writes) in `path`, by a temporary file moved in."""
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w") as f:
-    json.dump(obj, f)
+    if write is not None:
+      write(f)
+    else:
+      json.dump(obj, f)
   os.replace(tmp, path)
 
 
@@ -65,14 +71,18 @@ def count_pairs(records: list[parsing.ImageRecord]) -> dict:
   return {"pair_ids": len(groups), "image_pairs": image_pairs, "item_pairs": item_pairs}
 
 
-def parse_split(split_dir: str, on_error: str, show_progress: bool = True):
-  """Parses every annotation of a split. Returns (records, report entries)."""
+def parse_split(split_dir: str, on_error: str, show_progress: bool = True, pool=None):
+  """Parses every annotation of a split (by the workers of `pool`, a `multiprocessing` pool,
+  if given; the results are taken in file order either way). Returns (records, report
+  entries)."""
   anno_files = sorted(glob.glob(os.path.join(split_dir, "annos", "*.json")))
   if not anno_files:
     raise ConversionError(f"{split_dir}/annos: no .json annotation file")
   records, skipped_files, skipped_items, warnings = [], [], [], []
-  for path in tqdm(anno_files, desc="parsing", unit="img", disable=not show_progress):
-    res = parsing.parse_example(path)
+  parsed = pool.imap(parsing.parse_example, anno_files, chunksize=16) if pool is not None \
+      else map(parsing.parse_example, anno_files)
+  for path, res in tqdm(zip(anno_files, parsed), total=len(anno_files), desc="parsing",
+                        unit="img", disable=not show_progress):
     warnings += [str(w) for w in res.warnings]
     if res.errors and on_error == "fail":
       raise ConversionError("invalid annotation (use --on_error skip to leave such data out):\n"
@@ -94,22 +104,39 @@ def parse_split(split_dir: str, on_error: str, show_progress: bool = True):
                    "skipped_items": skipped_items, "warnings": warnings}
 
 
+def default_workers() -> int:
+  """The cores this process may run on."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def convert(data_dir: str, output_dir: str, split: str = "train", on_error: str = "fail",
-            examples_per_shard: int = 1024, show_progress: bool = True) -> dict:
-  """Runs the conversion; returns the report. Raises ConversionError on invalid input."""
+            examples_per_shard: int = 1024, show_progress: bool = True,
+            workers: int = 1) -> dict:
+  """Runs the conversion; returns the report. Raises ConversionError on invalid input.
+
+  `workers` > 1 parses the annotations and encodes the examples in that many worker processes
+  (started fresh, `spawn`: safe from a process that runs JAX or TensorFlow threads); the files
+  written are the same whatever the count."""
   if on_error not in ("fail", "skip"):
     raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+  if workers < 1:
+    raise ValueError(f"workers must be >= 1, got {workers}")
   src = resolve_split_dir(data_dir, split)
-  records, report = parse_split(src, on_error, show_progress)
-  if not records:
-    raise ConversionError(f"{src}: no valid image left to convert")
-  os.makedirs(output_dir, exist_ok=True)
-  with tqdm(total=len(records), desc="writing", unit="img", disable=not show_progress) as bar:
-    shards = tfrecords.write_split(records, split, tfrecords.split_dir(output_dir, split),
-                                   examples_per_shard, progress=bar.update)
+  with contextlib.ExitStack() as stack:
+    pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) \
+        if workers > 1 else None
+    records, report = parse_split(src, on_error, show_progress, pool)
+    if not records:
+      raise ConversionError(f"{src}: no valid image left to convert")
+    os.makedirs(output_dir, exist_ok=True)
+    with tqdm(total=len(records), desc="writing", unit="img",
+              disable=not show_progress) as bar:
+      shards = tfrecords.write_split(records, split, tfrecords.split_dir(output_dir, split),
+                                     examples_per_shard, progress=bar.update, pool=pool)
   records = tfrecords.sort_records(records)
   query, gallery = coco.to_retrieval(records)
-  _atomic_json(os.path.join(output_dir, f"{split}_coco.json"), coco.to_coco(records))
+  _atomic_json(os.path.join(output_dir, f"{split}_coco.json"),
+               write=lambda f: coco.write_coco(records, f))
   _atomic_json(os.path.join(output_dir, f"{split}_query.json"), query)
   _atomic_json(os.path.join(output_dir, f"{split}_gallery.json"), gallery)
   report = {
@@ -160,11 +187,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--split", default="train")
   parser.add_argument("--on_error", choices=("fail", "skip"), default="fail")
   parser.add_argument("--examples_per_shard", type=int, default=1024)
+  parser.add_argument("--workers", type=int, default=default_workers(),
+                      help="processes that parse and encode (default: this machine's cores)")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
   args = parser.parse_args(argv)
+  if args.workers < 1:
+    parser.error("--workers must be >= 1")
   try:
     report = convert(args.data_dir, args.output_dir, args.split, args.on_error,
-                     args.examples_per_shard, show_progress=not args.quiet)
+                     args.examples_per_shard, show_progress=not args.quiet,
+                     workers=args.workers)
   except ConversionError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

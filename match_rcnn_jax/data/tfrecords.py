@@ -9,6 +9,7 @@ group sits in one shard, next to each other (the pair pipeline relies on it to b
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -87,6 +88,24 @@ def record_to_example(rec: parsing.ImageRecord, group_size: int) -> dict:
   }
 
 
+@functools.cache
+def _encoder():
+  """This process's FeaturesDict and tf.train.Example serializer (built once per worker)."""
+  from tensorflow_datasets.core import example_serializer
+  feats = features()
+  return feats, example_serializer.ExampleSerializer(feats.get_serialized_info())
+
+
+def serialize(item: tuple[parsing.ImageRecord, int]) -> bytes:
+  """The serialized example of (record, its pair_id group's size): what a worker returns.
+  The proto's feature map is written in sorted key order (`deterministic`): the same bytes in
+  every process (the default order follows each process's hash seed)."""
+  rec, group_size = item
+  feats, serializer = _encoder()
+  example = serializer.get_tf_example(feats.encode_example(record_to_example(rec, group_size)))
+  return example.SerializeToString(deterministic=True)
+
+
 def sort_records(records: Iterable[parsing.ImageRecord]) -> list[parsing.ImageRecord]:
   return sorted(records, key=lambda r: (r.pair_id, r.image_id))
 
@@ -114,12 +133,14 @@ def plan_shards(records: Sequence[parsing.ImageRecord], examples_per_shard: int)
 
 
 def write_split(records: Sequence[parsing.ImageRecord], split: str, split_dir: str,
-                examples_per_shard: int = 1024, progress=None) -> list[int]:
+                examples_per_shard: int = 1024, progress=None, pool=None) -> list[int]:
   """Writes `records` as the TFDS dataset directory `split_dir`, replacing it atomically.
 
   Everything is written to a temporary sibling directory first and swapped in at the end, so an
   interrupted run leaves the previous version intact and a finished run never mixes shards of
-  two conversions. Returns the shard lengths.
+  two conversions. With a `multiprocessing` pool the examples are encoded by its workers
+  (`serialize`) and written here in the same order: the same files whatever the worker count.
+  Returns the shard lengths.
   """
   import tensorflow as tf
   import tensorflow_datasets as tfds
@@ -137,17 +158,19 @@ def write_split(records: Sequence[parsing.ImageRecord], split: str, split_dir: s
   template = tfds.core.ShardedFileTemplate(
       data_dir=epath.Path(tmp_dir), template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
       dataset_name=DATASET_NAME, split=split, filetype_suffix="tfrecord")
-  num_bytes, start = 0, 0
+  items = ((rec, sizes[rec.pair_id]) for rec in records)
+  examples = pool.imap(serialize, items, chunksize=8) if pool is not None else map(
+      serialize, items)
+  num_bytes = 0
   for shard, length in enumerate(lengths):
     path = template.sharded_filepath(shard_index=shard, num_shards=len(lengths))
     with tf.io.TFRecordWriter(os.fspath(path)) as writer:
-      for rec in records[start:start + length]:
-        data = feats.serialize_example(record_to_example(rec, sizes[rec.pair_id]))
+      for _ in range(length):
+        data = next(examples)
         writer.write(data)
         num_bytes += len(data)
         if progress is not None:
           progress(1)
-    start += length
   split_info = tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes,
                                    filename_template=template)
   tfds.folder_dataset.write_metadata(

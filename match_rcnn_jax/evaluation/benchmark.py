@@ -9,16 +9,15 @@ import os
 import numpy as np
 
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.evaluation import retrieval, scoring
+from match_rcnn_jax.evaluation import results, retrieval, scoring
 
 DEFAULT_GALLERY_MIN_SCORE = 0.3  # configs without an `eval` section (older exports)
 
 
 def retrieval_records(records: list[dict], embeddings: np.ndarray, sources: np.ndarray,
-                      similarity_params, gallery_min_score: float = 0.0,
-                      progress=None) -> list[dict]:
-  """Official retrieval result records: every detection in a user image is a query, ranked
-  against the detections in shop images scoring at least `gallery_min_score`."""
+                      similarity_params, gallery_min_score: float = 0.0, progress=None):
+  """Official retrieval result records, one at a time: every detection in a user image is a
+  query, ranked against the detections in shop images scoring at least `gallery_min_score`."""
   def items(mask):
     sel = np.nonzero(mask)[0]
     out = []
@@ -32,7 +31,7 @@ def retrieval_records(records: list[dict], embeddings: np.ndarray, sources: np.n
   queries, q_emb = items(sources == int(schema.Source.USER))
   gallery, g_emb = items((sources == int(schema.Source.SHOP)) & (scores >= gallery_min_score))
   w, b = retrieval.similarity_vector(similarity_params)
-  return retrieval.make_records(queries, gallery, q_emb, g_emb, w, b, progress=progress)
+  return retrieval.iter_records(queries, gallery, q_emb, g_emb, w, b, progress=progress)
 
 
 def _gt_of_source(predictions, source) -> tuple[list[dict], np.ndarray]:
@@ -65,26 +64,30 @@ def pair_auc(predictions, similarity_params) -> float:
 
 
 def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 1),
-                   progress=None) -> dict:
+                   progress=None, show_progress: bool = False) -> dict:
   """Runs inference over `split`, writes `out_dir/results.json` and
-  `out_dir/retrieval_results.json` (the official result formats),
+  `out_dir/retrieval_results.json` (the official result formats; the detection records are
+  written as inference makes them, only what retrieval ranks is held),
   `out_dir/retrieval_results_gt_boxes.json` (the same format, ground-truth query and gallery
   boxes) and `out_dir/metrics.json`, and returns the metrics (shape in `scoring`)."""
   from match_rcnn_jax.evaluation import predictions  # TensorFlow: not for scoring files alone
-  pred = predictions.predict_split(config, model, variables, split, host=host, progress=progress,
-                                 with_embeddings=True)
-  min_score = config.get("eval", {}).get("gallery_min_score", DEFAULT_GALLERY_MIN_SCORE)
-  similarity = variables["params"]["similarity"]
-  ret = retrieval_records(pred.records, pred.embeddings, pred.sources, similarity, min_score)
   os.makedirs(out_dir, exist_ok=True)
   paths = {name: os.path.join(out_dir, name + ".json")
            for name in ("results", "retrieval_results", "retrieval_results_gt_boxes")}
-  for name, data in (("results", pred.records), ("retrieval_results", ret),
+  min_score = config.get("eval", {}).get("gallery_min_score", DEFAULT_GALLERY_MIN_SCORE)
+  pred = predictions.predict_split(config, model, variables, split, host=host, progress=progress,
+                                   with_embeddings=True, records_path=paths["results"],
+                                   gallery_min_score=min_score)
+  similarity = variables["params"]["similarity"]
+  ret = retrieval_records(pred.records, pred.embeddings, pred.sources, similarity, min_score)
+  for name, data in (("retrieval_results", ret),
                      ("retrieval_results_gt_boxes", gt_retrieval_records(pred, similarity))):
-    with open(paths[name], "w") as f:
-      json.dump(data, f)
+    with results.JsonArrayWriter(paths[name]) as writer:
+      for r in data:
+        writer.add(r)
   metrics = scoring.score_file(config.data.dir, split, paths["results"],
-                               paths["retrieval_results"], paths["retrieval_results_gt_boxes"])
+                               paths["retrieval_results"], paths["retrieval_results_gt_boxes"],
+                               show_progress=show_progress)
   auc = pair_auc(pred, similarity)
   metrics["retrieval_diagnostics"]["pair_auc_same_category"] = (
       None if np.isnan(auc) else round(auc, 4))

@@ -3,6 +3,7 @@ result records and, for retrieval, the match embeddings."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
@@ -41,10 +42,17 @@ def _gt_items(batch, b: int) -> tuple[list[dict], np.ndarray]:
 
 
 def predict_split(config, model, variables, split: str, batch_size: int | None = None,
-                  progress=None, host=None, with_embeddings: bool = False):
+                  progress=None, host=None, with_embeddings: bool = False,
+                  records_path: str | None = None, gallery_min_score: float = 0.0):
   """Runs the model on every image of `split` (this host's share) and returns its result
   records, or with `with_embeddings` a `SplitPredictions` (the ground-truth garments embedded
   in the same pass).
+
+  With `records_path` the result records are written to that file (the official JSON array)
+  as they are made, and only what retrieval ranks stays in memory: `records` then holds, for
+  each detection of a user image and each detection of a shop image scoring at least
+  `gallery_min_score`, its image_id, category_id, score and bbox (row-aligned with
+  `embeddings`), so memory does not grow with the masks and keypoints of a whole split.
 
   The last batch is padded to the static batch size with copies of its first image; padded
   entries are dropped.
@@ -54,26 +62,44 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
   ds = pipeline.image_dataset(config.data, split, batch_size, train=False, with_masks=False,
                               host=host)
   records, embeddings, sources, gt_items, gt_embeddings = [], [], [], [], []
-  for batch in pipeline.as_numpy(ds):
-    n = batch["image"].shape[0]
-    images, info, boxes = batch["image"], batch["image_info"], batch["boxes"]
-    if n < batch_size:
-      images, info, boxes = (np.concatenate([x, np.repeat(x[:1], batch_size - n, 0)])
-                             for x in (images, info, boxes))
-    args = (variables, images, info[:, 4:6]) + ((boxes,) if with_embeddings else ())
-    out = jax.device_get(infer(model, *args))
-    out = {k: v[:n] for k, v in out.items()}
-    records += results.to_records(out, batch["image_id"], batch["image_info"])
-    if with_embeddings:  # the order of to_records: image by image, valid detections
-      for b in range(n):
-        keep = np.nonzero(out["valid"][b])[0]
-        embeddings.append(out["embeddings"][b, keep])
-        sources += [int(batch["source"][b])] * len(keep)
-        items, keep = _gt_items(batch, b)
-        gt_items += items
-        gt_embeddings.append(out["box_embeddings"][b, keep])
-    if progress is not None:
-      progress(n)
+  with contextlib.ExitStack() as files:
+    writer = files.enter_context(results.JsonArrayWriter(records_path)) if records_path \
+        else None
+    for batch in pipeline.as_numpy(ds):
+      n = batch["image"].shape[0]
+      images, info, boxes = batch["image"], batch["image_info"], batch["boxes"]
+      if n < batch_size:
+        images, info, boxes = (np.concatenate([x, np.repeat(x[:1], batch_size - n, 0)])
+                               for x in (images, info, boxes))
+      args = (variables, images, info[:, 4:6]) + ((boxes,) if with_embeddings else ())
+      out = jax.device_get(infer(model, *args))
+      out = {k: v[:n] for k, v in out.items()}
+      batch_records = results.to_records(out, batch["image_id"], batch["image_info"])
+      if writer is None:
+        records += batch_records
+      else:
+        for r in batch_records:
+          writer.add(r)
+      if with_embeddings:  # the order of to_records: image by image, valid detections
+        first = 0
+        for b in range(n):
+          keep = np.nonzero(out["valid"][b])[0]
+          source = int(batch["source"][b])
+          if writer is not None:  # kept: what retrieval ranks, without masks and keypoints
+            light = [{k: r[k] for k in ("image_id", "category_id", "score", "bbox")}
+                     for r in batch_records[first:first + len(keep)]]
+            first += len(keep)
+            ranked = np.asarray([source == int(schema.Source.USER)
+                                 or r["score"] >= gallery_min_score for r in light], bool)
+            records += [r for r, k in zip(light, ranked) if k]
+            keep = keep[ranked] if len(keep) else keep
+          embeddings.append(out["embeddings"][b, keep])
+          sources += [source] * len(keep)
+          items, gt_keep = _gt_items(batch, b)
+          gt_items += items
+          gt_embeddings.append(out["box_embeddings"][b, gt_keep])
+      if progress is not None:
+        progress(n)
   if not with_embeddings:
     return records
   dim = config.model.match_head.dim

@@ -68,12 +68,15 @@ def _block_top_k(queries, gallery, gallery_valid, w, b, k: int):
 
 
 def rank(queries: np.ndarray, gallery: np.ndarray, w, b, k: int = NUM_RANKED,
-         block: int = 1024, progress=None) -> tuple[np.ndarray, np.ndarray]:
+         block: int | None = None, progress=None,
+         block_mb: float = 256) -> tuple[np.ndarray, np.ndarray]:
   """Top-k gallery indices [Q, k] and match logits [Q, k] of each query (best first).
 
-  Queries go through one compiled function in blocks of `block` (the last one padded); the
-  gallery is padded to a multiple of 1024 so nearby gallery sizes share a compilation. Entries
-  past the gallery size (k > G) have index -1 and logit -inf.
+  Queries go through one compiled function in blocks of `block` (the last one padded; by
+  default 1024, fewer where a block's logits against the gallery would pass `block_mb` MB:
+  memory stays linear in the query and gallery counts); the gallery is padded to a multiple
+  of 1024 so nearby gallery sizes share a compilation. Entries past the gallery size (k > G)
+  have index -1 and logit -inf.
   """
   queries = np.asarray(queries, np.float32)
   gallery = np.asarray(gallery, np.float32)
@@ -84,6 +87,8 @@ def rank(queries: np.ndarray, gallery: np.ndarray, w, b, k: int = NUM_RANKED,
   gal[:n_g] = gallery
   valid = np.arange(g_pad) < n_g
   kk = min(k, g_pad)
+  if block is None:
+    block = max(1, min(1024, int(block_mb * 2**20) // (4 * g_pad)))
   block = max(1, min(block, max(n_q, 1)))
   idx_out = np.full((n_q, k), -1, np.int64)
   val_out = np.full((n_q, k), -np.inf, np.float32)
@@ -125,33 +130,38 @@ def validate(records, image_ids: set, path: str) -> None:
     raise RetrievalResultsError(
         f"{path}: expected a list of retrieval records, got {type(records).__name__}")
   for i, r in enumerate(records):
-    where = f"{path}: record {i}"
-    if not isinstance(r, dict):
-      raise RetrievalResultsError(f"{where}: expected an object")
-    for key in ("query_image_id", "query_bbox", "query_cls", "query_score", "gallery_image_id",
-                "gallery_bbox"):
-      if key not in r:
-        raise RetrievalResultsError(f"{where}: missing key '{key}'")
-    if not isinstance(r["query_image_id"], int) or r["query_image_id"] not in image_ids:
+    validate_record(r, i, image_ids, path)
+
+
+def validate_record(r, i: int, image_ids: set, path: str) -> None:
+  """Raises RetrievalResultsError naming record `i` of `path` where it is malformed."""
+  where = f"{path}: record {i}"
+  if not isinstance(r, dict):
+    raise RetrievalResultsError(f"{where}: expected an object")
+  for key in ("query_image_id", "query_bbox", "query_cls", "query_score", "gallery_image_id",
+              "gallery_bbox"):
+    if key not in r:
+      raise RetrievalResultsError(f"{where}: missing key '{key}'")
+  if not isinstance(r["query_image_id"], int) or r["query_image_id"] not in image_ids:
+    raise RetrievalResultsError(
+        f"{where}: query_image_id {r['query_image_id']!r} is not an image of the split")
+  if not _box(r["query_bbox"]):
+    raise RetrievalResultsError(f"{where}: query_bbox must be 4 numbers [x1, y1, x2, y2]")
+  if r["query_cls"] not in schema.CATEGORY_BY_ID:
+    raise RetrievalResultsError(f"{where}: query_cls {r['query_cls']!r} is not in 1..13")
+  if not _number(r["query_score"]):
+    raise RetrievalResultsError(f"{where}: query_score {r['query_score']!r} is not a number")
+  ids, boxes = r["gallery_image_id"], r["gallery_bbox"]
+  if not isinstance(ids, list) or len(ids) != NUM_RANKED:
+    raise RetrievalResultsError(f"{where}: gallery_image_id must list {NUM_RANKED} image ids")
+  if not isinstance(boxes, list) or len(boxes) != NUM_RANKED:
+    raise RetrievalResultsError(f"{where}: gallery_bbox must list {NUM_RANKED} boxes")
+  for t, (gid, box) in enumerate(zip(ids, boxes)):
+    if not isinstance(gid, int) or gid not in image_ids:
       raise RetrievalResultsError(
-          f"{where}: query_image_id {r['query_image_id']!r} is not an image of the split")
-    if not _box(r["query_bbox"]):
-      raise RetrievalResultsError(f"{where}: query_bbox must be 4 numbers [x1, y1, x2, y2]")
-    if r["query_cls"] not in schema.CATEGORY_BY_ID:
-      raise RetrievalResultsError(f"{where}: query_cls {r['query_cls']!r} is not in 1..13")
-    if not _number(r["query_score"]):
-      raise RetrievalResultsError(f"{where}: query_score {r['query_score']!r} is not a number")
-    ids, boxes = r["gallery_image_id"], r["gallery_bbox"]
-    if not isinstance(ids, list) or len(ids) != NUM_RANKED:
-      raise RetrievalResultsError(f"{where}: gallery_image_id must list {NUM_RANKED} image ids")
-    if not isinstance(boxes, list) or len(boxes) != NUM_RANKED:
-      raise RetrievalResultsError(f"{where}: gallery_bbox must list {NUM_RANKED} boxes")
-    for t, (gid, box) in enumerate(zip(ids, boxes)):
-      if not isinstance(gid, int) or gid not in image_ids:
-        raise RetrievalResultsError(
-            f"{where}: gallery_image_id[{t}] {gid!r} is not an image of the split")
-      if not _box(box):
-        raise RetrievalResultsError(f"{where}: gallery_bbox[{t}] must be 4 numbers")
+          f"{where}: gallery_image_id[{t}] {gid!r} is not an image of the split")
+    if not _box(box):
+      raise RetrievalResultsError(f"{where}: gallery_bbox[{t}] must be 4 numbers")
 
 
 def iou_matrix(a, b) -> np.ndarray:
@@ -180,35 +190,43 @@ class QueryResult:
     return next((t for t, h in enumerate(self.hits) if h), None)
 
 
-def query_results(query_gt: list[dict], gallery_gt: list[dict],
-                  records: list[dict]) -> list[QueryResult]:
-  """Every ground-truth query item with style > 0 judged by the protocol (module docstring)."""
+def query_results(query_gt: list[dict], gallery_gt: list[dict], records) -> list[QueryResult]:
+  """Every ground-truth query item with style > 0 judged by the protocol (module docstring).
+
+  `records` may be any iterable (a file read record by record): each detection is assigned to
+  its image's item as it comes and only the best one of each item is kept, so memory grows
+  with the ground truth, not with the number of records."""
   gt_by_image = defaultdict(list)
   for q in query_gt:
     gt_by_image[q["query_image_id"]].append(q)
-  dets_by_image = defaultdict(list)
-  for r in records:
-    dets_by_image[r["query_image_id"]].append(r)
+  boxes_by_image = {image_id: np.asarray([q["bbox"] for q in items], np.float64)
+                    for image_id, items in gt_by_image.items()}
+  best = {}  # (image id, item index) -> its best detection so far
+  for d in records:
+    items = gt_by_image.get(d["query_image_id"])
+    if not items:
+      continue
+    # argmax IoU over the image's items, no IoU floor; ties (and all zeros) -> the first item
+    j = int(np.argmax(iou_matrix([d["query_bbox"]], boxes_by_image[d["query_image_id"]])[0]))
+    if items[j]["style"] <= 0 or d["query_cls"] != items[j]["cls"]:
+      continue
+    key = (d["query_image_id"], j)
+    if key not in best or d["query_score"] > best[key]["query_score"]:  # first of equal scores
+      best[key] = d
   targets = defaultdict(lambda: defaultdict(list))  # (pair_id, style) -> image id -> boxes
   for g in gallery_gt:
     targets[g["pair_id"], g["style"]][g["gallery_image_id"]].append(g["bbox"])
   out = []
   for image_id, items in gt_by_image.items():
-    dets = dets_by_image.get(image_id, [])
-    assigned = []
-    if dets:
-      ious = iou_matrix([d["query_bbox"] for d in dets], [q["bbox"] for q in items])
-      assigned = np.argmax(ious, axis=1)  # no IoU floor; ties (and all-zero rows) -> first item
     for j, item in enumerate(items):
       if item["style"] <= 0:
         continue
-      cands = [d for d, a in zip(dets, assigned) if a == j and d["query_cls"] == item["cls"]]
-      if not cands:  # no detection of its image assigned to it with its category: a miss
+      d = best.get((image_id, j))
+      if d is None:  # no detection of its image assigned to it with its category: a miss
         out.append(QueryResult(item, None, []))
-        continue
-      best = max(cands, key=lambda d: d["query_score"])  # first of equal scores
-      out.append(QueryResult(item, best, _hits(best, targets.get(
-          (item["pair_id"], item["style"]), {}))))
+      else:
+        out.append(QueryResult(item, d, _hits(d, targets.get(
+            (item["pair_id"], item["style"]), {}))))
   return out
 
 
@@ -245,15 +263,23 @@ def score_subsets(results: list[QueryResult], attributes) -> dict:
   return out
 
 
-def hub_share(records: list[dict]) -> float:
+def first_entry(record: dict) -> tuple:
+  """A retrieval record's first gallery entry: (shop image id, box rounded to 0.01)."""
+  return (record["gallery_image_id"][0],
+          tuple(round(float(v), 2) for v in record["gallery_bbox"][0]))
+
+
+def hub_share(records) -> float:
   """The share of `records` whose first gallery entry is the most frequent first entry (an
   entry = shop image id + box): near 1 / gallery size for a ranking that depends on its query,
   near 1 when one "hub" item tops every ranking."""
-  if not records:
-    return 0.0
-  firsts = Counter((r["gallery_image_id"][0], tuple(round(float(v), 2) for v in
-                                                    r["gallery_bbox"][0])) for r in records)
-  return firsts.most_common(1)[0][1] / len(records)
+  return hub_share_of(Counter(first_entry(r) for r in records))
+
+
+def hub_share_of(firsts: Counter) -> float:
+  """`hub_share` from the count of each first entry (`first_entry`) over the records."""
+  total = sum(firsts.values())
+  return firsts.most_common(1)[0][1] / total if total else 0.0
 
 
 def roc_auc(scores, labels) -> float:
@@ -308,16 +334,21 @@ def make_records(queries: list[dict], gallery: list[dict], query_emb: np.ndarray
   items is padded by repeating its last ranked entry (the official format needs 20; a repeat
   can never turn a miss into a hit). Empty when either side is empty.
   """
+  return list(iter_records(queries, gallery, query_emb, gallery_emb, w, b, progress))
+
+
+def iter_records(queries: list[dict], gallery: list[dict], query_emb: np.ndarray,
+                 gallery_emb: np.ndarray, w, b, progress=None):
+  """`make_records`, one record at a time (the ranking is done first, then each record is
+  made as it is taken: a million queries' records need not be held at once)."""
   if not queries or not gallery:
-    return []
+    return
   idx, _ = rank(query_emb, gallery_emb, w, b, NUM_RANKED, progress=progress)
-  out = []
   for q, row in zip(queries, idx):
     row = [int(i) for i in row if i >= 0]
     row += [row[-1]] * (NUM_RANKED - len(row))
-    out.append({"query_image_id": int(q["image_id"]),
-                "query_bbox": [float(v) for v in q["bbox"]],
-                "query_cls": int(q["category_id"]), "query_score": float(q["score"]),
-                "gallery_image_id": [int(gallery[i]["image_id"]) for i in row],
-                "gallery_bbox": [[float(v) for v in gallery[i]["bbox"]] for i in row]})
-  return out
+    yield {"query_image_id": int(q["image_id"]),
+           "query_bbox": [float(v) for v in q["bbox"]],
+           "query_cls": int(q["category_id"]), "query_score": float(q["score"]),
+           "gallery_image_id": [int(gallery[i]["image_id"]) for i in row],
+           "gallery_bbox": [[float(v) for v in gallery[i]["bbox"]] for i in row]}

@@ -16,13 +16,18 @@ task the records do not support is left out.
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import tempfile
+from collections import Counter
 
-import numpy as np
+from tqdm import tqdm
 
 from match_rcnn_jax.data import schema
 from match_rcnn_jax.evaluation import coco_metrics, retrieval
-from match_rcnn_jax.evaluation.results import ResultsError, iter_json_array
+from match_rcnn_jax.evaluation.record_store import RecordStore
+from match_rcnn_jax.evaluation.results import ResultsError, all_numbers, iter_json_array
 from match_rcnn_jax.evaluation.results import is_number as _number
 
 TASKS = (("bbox", "bbox", True), ("segm", "segm", True), ("landmarks_vis", "keypoints", True),
@@ -57,7 +62,7 @@ def validate_record(r, i: int, image_ids: set, path: str) -> None:
     raise ResultsError(f"{where}: bbox must be 4 numbers [x, y, w, h]")
   if "keypoints" in r and (not isinstance(r["keypoints"], list)
                            or len(r["keypoints"]) != 3 * schema.NUM_LANDMARKS
-                           or not all(_number(v) for v in r["keypoints"])):
+                           or not all_numbers(r["keypoints"])):
     raise ResultsError(f"{where}: keypoints must be {3 * schema.NUM_LANDMARKS} numbers")
   if "segmentation" in r and not (isinstance(r["segmentation"], dict)
                                   and {"size", "counts"} <= set(r["segmentation"])):
@@ -66,22 +71,72 @@ def validate_record(r, i: int, image_ids: set, path: str) -> None:
     raise ResultsError(f"{where}: needs at least one of bbox, segmentation, keypoints")
 
 
-def compact(record: dict) -> dict:
-  """The record with its keypoints as one float64 array [882] (7 KB instead of about 28 KB of
-  Python floats; pycocotools reads either, with the same numbers)."""
-  if "keypoints" in record:
-    record["keypoints"] = np.asarray(record["keypoints"], np.float64)
-  return record
+GROUP_MB = 256  # result-file megabytes per group of records scored at a time
+# Memory scoring holds per detection record once every group is matched (its id, score and
+# area, its packed per-image results and IoUs; measured with benchmarks/eval_scale.py), and per
+# megabyte of one group's records held as Python objects while that group is matched.
+HELD_BYTES_PER_RECORD = 600
+HELD_BYTES_PER_GROUP_BYTE = 4
 
 
-def load_results(path: str, image_ids: set) -> list[dict]:
-  """The records of result file `path`, read one at a time (`results.iter_json_array`: the
-  file's text is never held whole), each validated and compacted as it is read."""
-  records = []
-  for i, r in enumerate(iter_json_array(path)):
-    validate_record(r, i, image_ids, path)
-    records.append(compact(r))
-  return records
+def _available_bytes() -> int | None:
+  """MemAvailable of /proc/meminfo (None where there is none)."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    return None
+  return None
+
+
+def load_results(path: str, image_ids: set, group_mb: float = GROUP_MB,
+                 spill_dir: str | None = None, show_progress: bool = False) -> RecordStore:
+  """The records of result file `path` as a `RecordStore`, read one at a time
+  (`results.iter_json_array`: the file's text is never held whole) and validated as read.
+
+  A file larger than `group_mb` MB is spilled to a temporary folder in `spill_dir` (default
+  `TMPDIR`) in groups of about `group_mb` MB, scored one group at a time. Raises ResultsError,
+  before scoring starts, when that folder's disk lacks the room for the spill (about the file's
+  size) or this machine's available memory is short of what scoring the records would hold.
+  The caller closes the store (it removes the spill).
+  """
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise ResultsError(f"{path}: cannot read JSON: {e}") from e
+  num_groups = max(1, math.ceil(size / (group_mb * 2**20)))
+  if num_groups > 1:
+    where = spill_dir or tempfile.gettempdir()
+    free = shutil.disk_usage(where).free
+    if free < 1.1 * size:
+      raise ResultsError(
+          f"{path}: scoring its {size / 2**30:.1f} GB of records spills them to {where}, which "
+          f"has {free / 2**30:.1f} GB free (about {1.1 * size / 2**30:.1f} GB needed); set "
+          "TMPDIR to a folder on a larger disk")
+  store = RecordStore(image_ids, num_groups, spill_dir, path)
+  try:
+    with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {os.path.basename(path)}",
+              disable=not show_progress, leave=False) as bar:
+      for i, r in enumerate(iter_json_array(path, progress=bar.update)):
+        validate_record(r, i, image_ids, path)
+        store.add(r, i)
+    _check_memory(store, path, min(size, group_mb * 2**20))
+  except BaseException:
+    store.close()
+    raise
+  return store
+
+
+def _check_memory(store: RecordStore, path: str, group_bytes: float) -> None:
+  need = HELD_BYTES_PER_RECORD * len(store) + HELD_BYTES_PER_GROUP_BYTE * group_bytes
+  available = _available_bytes()
+  if available is not None and need > available:
+    raise ResultsError(
+        f"{path}: scoring its {len(store)} records needs about {need / 2**30:.1f} GB of "
+        f"memory and this machine has {available / 2**30:.1f} GB available; score it on a "
+        "machine with more memory, or split it by image ids")
 
 
 def _round(m):
@@ -91,26 +146,37 @@ def _round(m):
 def score(gt_path: str, records: list, path: str = "results", subsets: bool = True) -> dict:
   """{task: {'AP', 'AP50', 'AP75'}, 'subsets': {...}} for the tasks the records support."""
   gt = coco_metrics.load_gt(gt_path)
-  validate(records, set(gt.getImgIds()), path)
-  return score_records(gt, [compact(dict(r)) for r in records], subsets)
+  image_ids = set(gt.getImgIds())
+  validate(records, image_ids, path)
+  store = RecordStore(image_ids, 1, path=path)
+  for i, r in enumerate(records):
+    store.add(r, i)
+  return score_records(gt, store, subsets)
 
 
-def score_file_records(gt_path: str, results_path: str, subsets: bool = True) -> dict:
+def score_file_records(gt_path: str, results_path: str, subsets: bool = True,
+                       show_progress: bool = False, group_mb: float = GROUP_MB,
+                       spill_dir: str | None = None) -> dict:
   """`score` of the result file `results_path`, streamed (`load_results`)."""
   gt = coco_metrics.load_gt(gt_path)
-  return score_records(gt, load_results(results_path, set(gt.getImgIds())), subsets)
+  with load_results(results_path, set(gt.getImgIds()), group_mb, spill_dir,
+                    show_progress) as store:
+    return score_records(gt, store, subsets, show_progress)
 
 
-def score_records(gt, records: list, subsets: bool = True) -> dict:
-  """`score` of validated records against a loaded ground truth (`coco_metrics.load_gt`)."""
+def score_records(gt, store: RecordStore, subsets: bool = True,
+                  show_progress: bool = False) -> dict:
+  """`score` of the validated records of `store` against a loaded ground truth
+  (`coco_metrics.load_gt`), one task and one group of records at a time."""
   metrics, subset_metrics = {}, {}
   for name, iou_type, visible_only in TASKS:
-    key = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
-    usable = [r for r in records if key in r and (iou_type != "bbox" or "bbox" in r)]
-    if records and not usable:
+    field = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
+    if len(store) and not store.counts[field]:
       continue
-    summary, table = coco_metrics.evaluate_task(gt, usable, iou_type, visible_only,
-                                                subsets=subsets and name in SUBSET_TASKS)
+    records = store.groups(field) if store.counts[field] else []
+    summary, table = coco_metrics.evaluate_task(
+        gt, records, iou_type, visible_only, subsets=subsets and name in SUBSET_TASKS,
+        show_progress=show_progress, desc=name)
     metrics[name] = _round(summary)
     if table is not None:
       subset_metrics[name] = {attr: {v: _round(m) for v, m in values.items()}
@@ -151,41 +217,57 @@ def _round_top_k(m):
   return None if m is None else {k: round(v, 4) for k, v in m.items()}
 
 
-def score_retrieval(gt_dir: str, split: str, records: list, path: str = "retrieval",
-                    subsets: bool = True) -> tuple[dict, dict | None, float]:
-  """(top-k {'top1', ..., 'top20'}, per-subset top-k tables or None, hub share) of retrieval
-  result records against `<split>_query.json` and `<split>_gallery.json`; image ids must be
-  images of `<split>_coco.json`."""
+def score_retrieval(gt_dir: str, split: str, path: str, subsets: bool = True,
+                    show_progress: bool = False) -> tuple[dict, dict | None, float]:
+  """(top-k {'top1', ..., 'top20'}, per-subset top-k tables or None, hub share) of the
+  retrieval result file `path` against `<split>_query.json` and `<split>_gallery.json`; image
+  ids must be images of `<split>_coco.json`. The file is read, validated and judged one record
+  at a time (`retrieval.query_results` keeps the best detection of each query item only)."""
   query_gt = _load_json(_gt_file(gt_dir, f"{split}_query.json"))
   gallery_gt = _load_json(_gt_file(gt_dir, f"{split}_gallery.json"))
   coco = _load_json(_gt_file(gt_dir, f"{split}_coco.json"))
   image_ids = {im["id"] for im in coco["images"]}
-  retrieval.validate(records, image_ids, path)
-  results = retrieval.query_results(query_gt, gallery_gt, records)
+  firsts = Counter()
+  try:
+    size = os.path.getsize(path)
+  except OSError as e:
+    raise ResultsError(f"{path}: cannot read JSON: {e}") from e
+
+  def records():
+    with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {os.path.basename(path)}",
+              disable=not show_progress, leave=False) as bar:
+      for i, r in enumerate(iter_json_array(path, progress=bar.update)):
+        retrieval.validate_record(r, i, image_ids, path)
+        firsts[retrieval.first_entry(r)] += 1
+        yield r
+
+  results = retrieval.query_results(query_gt, gallery_gt, records())
   table = None
   if subsets:
     table = {attr: {v: _round_top_k(m) for v, m in values.items()} for attr, values in
              retrieval.score_subsets(results, _attribute_lookup(coco)).items()}
   return (_round_top_k(retrieval.top_k(results)), table,
-          round(retrieval.hub_share(records), 4))
+          round(retrieval.hub_share_of(firsts), 4))
 
 
 def score_file(gt_dir: str, split: str, results_path: str | None,
                retrieval_path: str | None = None,
-               retrieval_gt_boxes_path: str | None = None) -> dict:
+               retrieval_gt_boxes_path: str | None = None,
+               show_progress: bool = False) -> dict:
   """Scores a result file and / or retrieval result files of `split`: with detected query and
   gallery boxes (`retrieval_path`, the official protocol) and with ground-truth boxes
   (`retrieval_gt_boxes_path`, records whose queries and gallery are the ground-truth items)."""
   metrics = {}
   if results_path:
     gt_path = _gt_file(gt_dir, f"{split}_coco.json")
-    metrics.update(score_file_records(gt_path, results_path))
+    metrics.update(score_file_records(gt_path, results_path, show_progress=show_progress))
   diagnostics = {}
   for key, path in (("retrieval", retrieval_path),
                     ("retrieval_gt_boxes", retrieval_gt_boxes_path)):
     if not path:
       continue
-    metrics[key], table, hub = score_retrieval(gt_dir, split, _load_json(path), path)
+    metrics[key], table, hub = score_retrieval(gt_dir, split, path,
+                                               show_progress=show_progress)
     metrics.setdefault("subsets", {})[key] = table
     diagnostics["hub_share" + key[len("retrieval"):]] = hub
   if diagnostics:
