@@ -126,13 +126,29 @@ def test_subset_rule_items_outside_the_subset_are_ignore_regions():
   assert coco_metrics.evaluate(gt, [small, large], "bbox")["AP"] == 1.0
 
 
+def pycocotools_stats(gt, records, iou_type: str, visible_only: bool) -> np.ndarray:
+  """The reference: pycocotools' COCOeval on deep copies of all the records at once, with the
+  benchmark's landmark settings."""
+  import copy
+
+  from pycocotools.cocoeval import COCOeval
+  ref_gt = coco_metrics.landmark_gt(gt, visible_only) if iou_type == "keypoints" else gt
+  ev = COCOeval(ref_gt, ref_gt.loadRes(copy.deepcopy(records)), iou_type)
+  if iou_type == "keypoints":
+    ev.params.kpt_oks_sigmas = schema.OKS_SIGMAS
+    ev.params.maxDets = [20]
+  ev.evaluate()
+  ev.accumulate()
+  ev.summarize()
+  return np.asarray(ev.stats)
+
+
 def test_one_evaluation_per_task_equals_pycocotools_and_leaves_records_unchanged(tiny_config):
   """`evaluate_task` (shallow copies of the records, one COCOeval for the summary and the
   subset tables) against pycocotools run on deep copies, as the evaluation did before; the
   caller's records are left as they were."""
   import copy
 
-  from pycocotools.cocoeval import COCOeval
   gt = coco_metrics.load_gt(os.path.join(tiny_config.data.dir, "validation_coco.json"))
   rng = np.random.default_rng(0)
   records = gt_as_records(gt)
@@ -150,15 +166,8 @@ def test_one_evaluation_per_task_equals_pycocotools_and_leaves_records_unchanged
   before = copy.deepcopy(records)
   for iou_type, visible_only in (("bbox", True), ("segm", True), ("keypoints", False)):
     summary, table = coco_metrics.evaluate_task(gt, records, iou_type, visible_only)
-    ref_gt = coco_metrics.landmark_gt(gt, visible_only) if iou_type == "keypoints" else gt
-    ev = COCOeval(ref_gt, ref_gt.loadRes(copy.deepcopy(records)), iou_type)
-    if iou_type == "keypoints":
-      ev.params.kpt_oks_sigmas = schema.OKS_SIGMAS
-      ev.params.maxDets = [20]
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    np.testing.assert_allclose(summary["stats"], np.maximum(ev.stats, 0), atol=1e-6)
+    np.testing.assert_allclose(summary["stats"], np.maximum(
+        pycocotools_stats(gt, records, iou_type, visible_only), 0), atol=1e-6)
     assert 0 < summary["AP"] < 1, (iou_type, summary)
     assert table == coco_metrics.evaluate_subsets(gt, records, iou_type, visible_only)
   assert records == before

@@ -1,17 +1,16 @@
 """Result records spilled to disk in groups of images score exactly as the records held whole
 and as pycocotools run on them; bad and too-large files fail before scoring, naming the file."""
 
-import copy
 import json
 import os
 
 import pytest
-from pycocotools.cocoeval import COCOeval
 
 from match_rcnn_jax.data import schema
 from match_rcnn_jax.evaluation import coco_metrics, record_store, scoring
 from match_rcnn_jax.evaluation.results import ResultsError
 from match_rcnn_jax.evaluation.scale_fixture import make_split
+from tests.test_evaluation import pycocotools_stats
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +37,9 @@ def test_spilled_groups_score_as_the_whole_and_as_pycocotools(split, tmp_path):
   assert spilled == whole
   records = json.load(open(results))
   for name, iou_type, visible_only in scoring.TASKS:
-    ref_gt = coco_metrics.landmark_gt(gt, visible_only) if iou_type == "keypoints" else gt
-    ev = COCOeval(ref_gt, ref_gt.loadRes(copy.deepcopy(records)), iou_type)
-    if iou_type == "keypoints":
-      ev.params.kpt_oks_sigmas = schema.OKS_SIGMAS
-      ev.params.maxDets = [20]
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
+    stats = pycocotools_stats(gt, records, iou_type, visible_only)
     assert spilled[name] == {k: round(max(float(v), 0.0), 4) for k, v in zip(
-        ("AP", "AP50", "AP75"), ev.stats[:3])}, name
+        ("AP", "AP50", "AP75"), stats[:3])}, name
     assert 0 < spilled[name]["AP"] < 0.99, (name, spilled[name])
   for task in scoring.SUBSET_TASKS:  # every subset table filled
     assert all(m is not None for values in spilled["subsets"][task].values()

@@ -11,6 +11,11 @@ ignore regions, exactly like COCO's crowd / out-of-area-range items: a detection
 counts neither as a true nor as a false positive, and detections compete for the subset's items
 first. Everything else is COCOeval unchanged (IoUs / OKS computed once and reused). A subset
 without ground-truth items has no AP (None).
+
+At the released size the records come in groups of consecutive image ids
+(`record_store.RecordStore`), each matched by its own COCOeval while its records are held;
+`accumulate` and `summarize` then run on the packed per-image results of all groups
+(`PackedEvalImgs`), so the numbers are pycocotools' for the whole set.
 """
 
 from __future__ import annotations

@@ -73,9 +73,10 @@ def validate_record(r, i: int, image_ids: set, path: str) -> None:
 
 GROUP_MB = 256  # result-file megabytes per group of records scored at a time
 # Memory scoring holds per detection record once every group is matched (its id, score and
-# area, its packed per-image results and IoUs; measured with benchmarks/eval_scale.py), and per
-# megabyte of one group's records held as Python objects while that group is matched.
-HELD_BYTES_PER_RECORD = 600
+# area, its packed per-image results and IoUs: about 1.2 KB measured at the full validation
+# size, benchmarks/RESULTS.md section 9), and per byte of one group's records held as Python
+# objects while that group is matched.
+HELD_BYTES_PER_RECORD = 1500
 HELD_BYTES_PER_GROUP_BYTE = 4
 
 
