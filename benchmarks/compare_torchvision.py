@@ -1,7 +1,7 @@
 """Match R-CNN (ours, JAX) against torchvision's Mask R-CNN + 294-keypoint head, side by side.
 
     python benchmarks/compare_torchvision.py [--config configs/bench_cpu.py] [--json OUT.json]
-        [--set KEY=VALUE ...] [--side ours|torchvision]
+        [--set KEY=VALUE ...] [--own_init] [--side ours|torchvision --side_out F [--weights W]]
 
 One run, one machine, the same synthetic inputs (images, garments with boxes, masks and
 landmarks) on both sides, at the same image size, batch, proposal and RoI counts:
@@ -10,6 +10,9 @@ landmarks) on both sides, at the same image size, batch, proposal and RoI counts
   * torchvision: `MaskRCNN` R50-FPN (FrozenBatchNorm, 3 trainable backbone stages, as with
     pretrained weights; the same freezing on our side) with a 294-keypoint head added to its
     RoIHeads, train step = forward + backward + SGD step, and `eval()` inference.
+Both start from the same weights (`--own_init`: each its own initialisation): the torchvision
+side writes its initial state_dict and ours imports every tensor the models share, so the RPNs
+propose alike and both sides' heads run on about as many foreground RoIs.
 Each side runs in its own process (so its peak memory is its own); each timing is the median
 of `runs` calls after a warm-up. Reported: seconds per step / per image, the ratios torchvision
 / ours (> 1: ours is faster), our compile times, the peak RSS of each process, and our FLOPs
@@ -157,9 +160,12 @@ def _mask_crops(masks, boxes, size):
   return out
 
 
-def our_train_setup(cfg):
+def our_train_setup(cfg, weights: str = ""):
   """Our model, a fresh train state, the jitted (state-donating) train step and a
-  device-resident batch of `train_images` images as (shop, user) pairs, for `cfg`."""
+  device-resident batch of `train_images` images as (shop, user) pairs, for `cfg`. With
+  `weights` (a torchvision state_dict saved by the torchvision side, `.npz`) every weight the
+  two models share starts from torchvision's (`tools.torchvision_convert`); the rest (the
+  matching network) keeps its initialisation."""
   import jax
   import ml_collections
 
@@ -171,6 +177,13 @@ def our_train_setup(cfg):
   model = match_rcnn.build(model_cfg)
   s = cfg.image_size
   variables = match_rcnn.init(model, jax.random.PRNGKey(0), (s, s))
+  loaded = 0
+  if weights:
+    from match_rcnn_jax.tools import torchvision_convert
+    with np.load(weights) as state:
+      variables, report = torchvision_convert.convert(dict(state), jax.device_get(variables))
+    variables = jax.device_put(variables)  # device arrays, as init gives: the step donates them
+    loaded = report["loaded"]
   opt = ml_collections.ConfigDict({
       "name": "sgd", "learning_rate": cfg.learning_rate, "momentum": 0.9, "weight_decay": 1e-4,
       "warmup_steps": 0, "warmup_factor": 0.001, "decay_fractions": (), "decay_factor": 0.1,
@@ -198,13 +211,13 @@ def our_train_setup(cfg):
   # Pair p's shop and user image show product p: same pair_id, garments matched by style.
   batch["pair_id"] = np.repeat(np.arange(n // 2, dtype=np.int32)[:, None], 2, axis=1)
   batch = jax.device_put(batch)  # device-resident: the step times exclude host transfers
-  return model, state, train_step, batch, data
+  return model, state, train_step, batch, data, loaded
 
 
-def run_ours(cfg) -> dict:
+def run_ours(cfg, weights: str = "") -> dict:
   import jax
 
-  model, state, train_step, batch, data = our_train_setup(cfg)
+  model, state, train_step, batch, data, loaded = our_train_setup(cfg, weights)
   n, s = cfg.train_images, cfg.image_size
   start = time.perf_counter()
   lowered = train_step.lower(state, batch)
@@ -256,6 +269,7 @@ def run_ours(cfg) -> dict:
       "train_minor_faults_per_step": round((after.ru_minflt - before.ru_minflt) / steps),
       "train_sys_s_per_step": round((after.ru_stime - before.ru_stime) / steps, 3),
       "fg_rois_per_image": round(float(np.mean(fg[1:])), 1),  # over the timed steps
+      "weights_from_torchvision": loaded,  # tensors loaded from torchvision's initial weights
       "infer_s": round(per_image, 4), "infer_s_all": [round(t / infer_n, 4) for t in infer_all],
       "infer_images_per_s": round(infer_n / infer_s, 2),
       "compile_s": round(compile_s, 2), "infer_compile_s": round(infer_compile_s, 2),
@@ -328,7 +342,7 @@ def build_torchvision(cfg):
   return model
 
 
-def run_torchvision(cfg) -> dict:
+def run_torchvision(cfg, weights_out: str = "") -> dict:
   import contextlib
 
   import torch
@@ -336,7 +350,10 @@ def run_torchvision(cfg) -> dict:
     torch.set_num_threads(cfg.threads)
   torch.manual_seed(0)
   dev = "cuda" if torch.cuda.is_available() else "cpu"
-  model = build_torchvision(cfg).to(dev)
+  model = build_torchvision(cfg)
+  if weights_out:  # the initial weights, for our side to start from
+    np.savez(weights_out, **{k: v.numpy() for k, v in model.state_dict().items()})
+  model = model.to(dev)
   data = synthetic_inputs(cfg, cfg.train_images)
   images = [torch.from_numpy(im).permute(2, 0, 1).contiguous().to(dev) for im in data["images"]]
   targets = [{"boxes": torch.from_numpy(data["boxes"][i]).to(dev),
@@ -420,12 +437,13 @@ def _tune_host_allocator(side: str) -> None:
     backend.apply_mallopt()
 
 
-def _side(name: str, config_path: str, overrides) -> dict:
-  """Runs one side in a fresh process and returns its JSON."""
+def _side(name: str, config_path: str, overrides, weights: str = "") -> dict:
+  """Runs one side in a fresh process and returns its JSON; `weights`: where the torchvision
+  side writes its initial weights and our side reads them."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "side.json")
     cmd = [sys.executable, os.path.abspath(__file__), "--config", config_path, "--side", name,
-           "--side_out", out] + [f"--set={item}" for item in overrides]
+           "--side_out", out, "--weights", weights] + [f"--set={item}" for item in overrides]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if res.returncode != 0:
       raise RuntimeError(f"the {name} side failed:\n{res.stderr[-4000:]}")
@@ -442,6 +460,10 @@ def main(argv=None):
   parser.add_argument("--side", choices=("ours", "torchvision"),
                       help="run one side only, in this process (its JSON to --side_out)")
   parser.add_argument("--side_out", default="", help="where --side writes its JSON")
+  parser.add_argument("--weights", default="", help="with --side: the .npz of initial weights "
+                      "the torchvision side writes and our side starts from")
+  parser.add_argument("--own_init", action="store_true", help="each side keeps its own "
+                      "initialisation (default: ours starts from torchvision's initial weights)")
   args = parser.parse_args(argv)
   if args.side and not args.side_out:
     parser.error("--side needs --side_out")
@@ -450,16 +472,19 @@ def main(argv=None):
     parser.error("train_images must be even: our train step takes (shop, user) pairs")
   if args.side:
     _tune_host_allocator(args.side)
-    result = run_ours(cfg) if args.side == "ours" else run_torchvision(cfg)
+    result = run_ours(cfg, args.weights) if args.side == "ours" else run_torchvision(
+        cfg, args.weights)
     with open(args.side_out, "w") as f:
       json.dump(result, f)
     return 0
 
-  torchvision_result = _side("torchvision", args.config, args.set)
-  if args.json:  # a partial result first: the torchvision side alone
-    with open(args.json, "w") as f:
-      json.dump({"config": cfg.to_dict(), "torchvision": torchvision_result}, f, indent=1)
-  ours = _side("ours", args.config, args.set)
+  with tempfile.TemporaryDirectory() as tmp:
+    weights = "" if args.own_init else os.path.join(tmp, "torchvision_init.npz")
+    torchvision_result = _side("torchvision", args.config, args.set, weights)
+    if args.json:  # a partial result first: the torchvision side alone
+      with open(args.json, "w") as f:
+        json.dump({"config": cfg.to_dict(), "torchvision": torchvision_result}, f, indent=1)
+    ours = _side("ours", args.config, args.set, weights)
   result = {
       "device": ours.pop("device"),
       "config": cfg.to_dict(),

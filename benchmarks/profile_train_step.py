@@ -122,7 +122,7 @@ def main(argv=None):
   from match_rcnn_jax.training import step as step_lib
 
   cfg = bench.load_config(args.config)
-  model, state, train_step, batch, _ = bench.our_train_setup(cfg)
+  model, state, train_step, batch, _, _ = bench.our_train_setup(cfg)
   fg = []
   for _ in range(args.warm):
     state, metrics = train_step(state, batch)

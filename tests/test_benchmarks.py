@@ -23,6 +23,8 @@ def test_compare_torchvision_tiny(tmp_path):
     assert r["ours"][key] > 0, key
   for key in ("train_step_s", "infer_s", "peak_rss_mb"):
     assert r["torchvision"][key] > 0, key
+  # Ours starts from torchvision's initial weights: backbone, FPN, RPN, box, mask, landmark heads.
+  assert r["ours"]["weights_from_torchvision"] > 100
   for side in ("ours", "torchvision"):
     assert len(r[side]["train_step_s_all"]) == r["config"]["runs"]
     n = r["config"]["train_images"]
