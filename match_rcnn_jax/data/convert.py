@@ -35,15 +35,16 @@ class ConversionError(Exception):
   """Invalid input under --on_error fail."""
 
 
-def _atomic_json(path: str, obj=None, write=None) -> None:
-  """`obj` as JSON (or what `write(f)` writes) in `path`, by a temporary file moved in."""
+def _atomic_write(path: str, write) -> None:
+  """What `write(f)` writes, in `path`, by a temporary file moved in."""
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w") as f:
-    if write is not None:
-      write(f)
-    else:
-      json.dump(obj, f)
+    write(f)
   os.replace(tmp, path)
+
+
+def _atomic_json(path: str, obj) -> None:
+  _atomic_write(path, lambda f: json.dump(obj, f))
 
 
 def resolve_split_dir(data_dir: str, split: str) -> str:
@@ -122,9 +123,8 @@ def convert(data_dir: str, output_dir: str, split: str = "train", on_error: str 
   if workers < 1:
     raise ValueError(f"workers must be >= 1, got {workers}")
   src = resolve_split_dir(data_dir, split)
-  with contextlib.ExitStack() as stack:
-    pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) \
-        if workers > 1 else None
+  with (multiprocessing.get_context("spawn").Pool(workers) if workers > 1
+        else contextlib.nullcontext()) as pool:
     records, report = parse_split(src, on_error, show_progress, pool)
     if not records:
       raise ConversionError(f"{src}: no valid image left to convert")
@@ -135,8 +135,8 @@ def convert(data_dir: str, output_dir: str, split: str = "train", on_error: str 
                                      examples_per_shard, progress=bar.update, pool=pool)
   records = tfrecords.sort_records(records)
   query, gallery = coco.to_retrieval(records)
-  _atomic_json(os.path.join(output_dir, f"{split}_coco.json"),
-               write=lambda f: coco.write_coco(records, f))
+  _atomic_write(os.path.join(output_dir, f"{split}_coco.json"),
+                lambda f: coco.write_coco(records, f))
   _atomic_json(os.path.join(output_dir, f"{split}_query.json"), query)
   _atomic_json(os.path.join(output_dir, f"{split}_gallery.json"), gallery)
   report = {

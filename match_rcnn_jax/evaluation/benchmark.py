@@ -83,8 +83,7 @@ def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 
   for name, data in (("retrieval_results", ret),
                      ("retrieval_results_gt_boxes", gt_retrieval_records(pred, similarity))):
     with results.JsonArrayWriter(paths[name]) as writer:
-      for r in data:
-        writer.add(r)
+      writer.extend(data)
   metrics = scoring.score_file(config.data.dir, split, paths["results"],
                                paths["retrieval_results"], paths["retrieval_results_gt_boxes"],
                                show_progress=show_progress)

@@ -62,9 +62,8 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
   ds = pipeline.image_dataset(config.data, split, batch_size, train=False, with_masks=False,
                               host=host)
   records, embeddings, sources, gt_items, gt_embeddings = [], [], [], [], []
-  with contextlib.ExitStack() as files:
-    writer = files.enter_context(results.JsonArrayWriter(records_path)) if records_path \
-        else None
+  with (results.JsonArrayWriter(records_path) if records_path
+        else contextlib.nullcontext()) as writer:
     for batch in pipeline.as_numpy(ds):
       n = batch["image"].shape[0]
       images, info, boxes = batch["image"], batch["image_info"], batch["boxes"]
@@ -78,8 +77,7 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
       if writer is None:
         records += batch_records
       else:
-        for r in batch_records:
-          writer.add(r)
+        writer.extend(batch_records)
       if with_embeddings:  # the order of to_records: image by image, valid detections
         first = 0
         for b in range(n):
@@ -92,7 +90,7 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
             ranked = np.asarray([source == int(schema.Source.USER)
                                  or r["score"] >= gallery_min_score for r in light], bool)
             records += [r for r, k in zip(light, ranked) if k]
-            keep = keep[ranked] if len(keep) else keep
+            keep = keep[ranked]
           embeddings.append(out["embeddings"][b, keep])
           sources += [source] * len(keep)
           items, gt_keep = _gt_items(batch, b)

@@ -118,6 +118,10 @@ class JsonArrayWriter:
     self._f.write(("[" if not self.count else ",\n") + json.dumps(item))
     self.count += 1
 
+  def extend(self, items) -> None:
+    for item in items:
+      self.add(item)
+
   def close(self) -> None:
     self._f.write("]" if self.count else "[]")
     self._f.close()
