@@ -342,18 +342,25 @@ def build_torchvision(cfg):
   return model
 
 
+def initial_torchvision(cfg, weights_out: str = ""):
+  """The torchvision model with its initial weights (seed 0), also saved to `weights_out`
+  (`.npz`, for our side to start from) when given."""
+  import torch
+  torch.manual_seed(0)
+  model = build_torchvision(cfg)
+  if weights_out:
+    np.savez(weights_out, **{k: v.numpy() for k, v in model.state_dict().items()})
+  return model
+
+
 def run_torchvision(cfg, weights_out: str = "") -> dict:
   import contextlib
 
   import torch
   if cfg.threads:
     torch.set_num_threads(cfg.threads)
-  torch.manual_seed(0)
   dev = "cuda" if torch.cuda.is_available() else "cpu"
-  model = build_torchvision(cfg)
-  if weights_out:  # the initial weights, for our side to start from
-    np.savez(weights_out, **{k: v.numpy() for k, v in model.state_dict().items()})
-  model = model.to(dev)
+  model = initial_torchvision(cfg, weights_out).to(dev)
   data = synthetic_inputs(cfg, cfg.train_images)
   images = [torch.from_numpy(im).permute(2, 0, 1).contiguous().to(dev) for im in data["images"]]
   targets = [{"boxes": torch.from_numpy(data["boxes"][i]).to(dev),
@@ -464,12 +471,18 @@ def main(argv=None):
                       "the torchvision side writes and our side starts from")
   parser.add_argument("--own_init", action="store_true", help="each side keeps its own "
                       "initialisation (default: ours starts from torchvision's initial weights)")
+  parser.add_argument("--save_init", default="", metavar="INIT.npz",
+                      help="write the torchvision side's initial weights (the ones both sides "
+                      "start from) to this .npz and exit, e.g. for profile_train_step.py")
   args = parser.parse_args(argv)
   if args.side and not args.side_out:
     parser.error("--side needs --side_out")
   cfg = load_config(args.config, args.set)
   if cfg.train_images % 2:
     parser.error("train_images must be even: our train step takes (shop, user) pairs")
+  if args.save_init:
+    initial_torchvision(cfg, args.save_init)
+    return 0
   if args.side:
     _tune_host_allocator(args.side)
     result = run_ours(cfg, args.weights) if args.side == "ours" else run_torchvision(

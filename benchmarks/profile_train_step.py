@@ -1,11 +1,13 @@
 """Where our train step's time goes, stage by stage, at a benchmark config's sizes.
 
     python benchmarks/profile_train_step.py [--config configs/bench_cpu.py] [--warm 6]
-        [--ablate] [--ops N] [--json OUT.json]
+        [--weights INIT.npz] [--ablate] [--ops N] [--json OUT.json]
 
 Builds the model, state and batch of `compare_torchvision.py` for the config, trains `--warm`
 steps (so that the proposals and the foreground count are those of the benchmark's timed
-steps), then times, each jitted on its own with the median of the config's `runs`:
+steps; `--weights`: from the torchvision side's initial weights, as the benchmark's runs
+start, saved by `compare_torchvision.py --config C --save_init INIT.npz`), then times, each
+jitted on its own with the median of the config's `runs`:
   features           backbone + FPN, forward;
   features_grad      backbone + FPN, forward + backward (the stages not frozen);
   proposals          backbone + FPN + RPN head + proposal decoding and per-level NMS;
@@ -111,6 +113,8 @@ def main(argv=None):
                       help="also time the gradient of partial losses, head by head")
   parser.add_argument("--ops", type=int, default=0,
                       help="trace one train step and print the N largest op-time sources")
+  parser.add_argument("--weights", default="",
+                      help="a torchvision state_dict (.npz) to start from")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
   if args.ops:  # per-op events in XLA:CPU traces (read when the backend starts)
@@ -122,7 +126,7 @@ def main(argv=None):
   from match_rcnn_jax.training import step as step_lib
 
   cfg = bench.load_config(args.config)
-  model, state, train_step, batch, _, _ = bench.our_train_setup(cfg)
+  model, state, train_step, batch, _, _ = bench.our_train_setup(cfg, args.weights)
   fg = []
   for _ in range(args.warm):
     state, metrics = train_step(state, batch)

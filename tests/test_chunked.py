@@ -54,6 +54,28 @@ def test_foreground_rows_value_and_gradients():
     assert bool(jnp.all(g_x[~rows] == 0)) and (not selected or float(jnp.abs(g_v["w"]).sum()) > 0)
 
 
+def test_kept_chunks_past_the_selection_are_skipped_forward_and_backward():
+  """With every chunk kept (the `scan`), the chunks past the selected rows run neither
+  forward nor backward: unselected rows holding NaNs (which would poison the gradients
+  through any chunk that read them, even with their outputs masked) leave the values and the
+  gradients equal to the function's on the selected rows alone."""
+  v, x, k, cot = _data()
+  selected = jnp.asarray([0, 4, 7, 9], jnp.int32)  # 2 full chunks of 2, then 4 unselected
+  rows = jnp.zeros(11, bool).at[selected].set(True)
+  poisoned = jnp.where(rows[:, None], x, jnp.nan)
+
+  def loss(v, x):
+    return jnp.sum(chunked.foreground_rows(_fn, v, (x, k), rows, 2, keep=6) * cot)
+
+  def ref(v, x):
+    return jnp.sum(_fn(v, x[selected], k[selected]) * cot[selected])
+  (g_v, g_x), (r_v, r_x) = jax.jit(jax.grad(loss, (0, 1)))(v, poisoned), jax.grad(ref, (0, 1))(v, x)
+  np.testing.assert_allclose(loss(v, poisoned), ref(v, x), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g_v), jax.tree.leaves(r_v)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(g_x[selected], r_x[selected], rtol=1e-5, atol=1e-6)
+
+
 def test_map_rows_computes_the_selected_rows_only():
   """`map_rows` (forward only, pytree outputs) gives the function's rows where selected and
   zeros elsewhere, and calls the function on ceil(count / chunk) chunks only."""

@@ -8,7 +8,9 @@ hold, not the slot count, and every shape stays static (the trip count is data-d
 
 `foreground_rows` runs the first `keep` chunks in a `lax.scan`, differentiated by JAX itself:
 their activations are kept for the backward pass (JAX keeps what varies from chunk to chunk
-and hoists what depends on the variables alone), in buffers of `keep` chunks. The chunks past
+and hoists what depends on the variables alone), in buffers of `keep` chunks; each of them is
+a `lax.cond` that skips the chunk, forward and backward, once the selected rows are done, so
+the kept chunks too cost what the batch holds, not `keep` chunks. The chunks past
 those run in a `while_loop` whose custom VJP runs the loop again backward: each chunk's
 forward once more, then its VJP, the variables' gradients summed in the loop's carry; so the
 memory is bounded whatever the foreground. `fn(variables, *rows)` must treat rows
@@ -126,14 +128,20 @@ def foreground_rows(fn, variables, inputs, rows, chunk: int, keep: int = 0):
   kept = keep * chunk
   out = None
   if keep:
+    base = _zeros_like_rows(fn, variables, padded, chunk)
+    zeros = jax.tree.map(lambda z: z[:chunk], base)
+
     def step(_, xs):
       idx, position = xs
-      return None, _masked_call(fn, variables, padded, idx, position, count)
+      # A chunk past the selected rows is skipped, forward and backward (the transpose of a
+      # `cond` runs the branch taken).
+      return None, jax.lax.cond(
+          position[0] < count, lambda: _masked_call(fn, variables, padded, idx, position, count),
+          lambda: zeros)
     positions = jnp.arange(kept, dtype=jnp.int32).reshape(keep, chunk)
     _, ys = jax.lax.scan(step, None, (order[:kept].reshape(keep, chunk), positions))
     idx = order[:kept]
-    out = jax.tree.map(lambda z, y: z.at[idx].set(y.reshape(kept, *y.shape[2:])),
-                       _zeros_like_rows(fn, variables, padded, chunk), ys)
+    out = jax.tree.map(lambda z, y: z.at[idx].set(y.reshape(kept, *y.shape[2:])), base, ys)
   if kept < order.shape[0]:
     rest = _recomputed_rows(fn, chunk, variables, padded, order[kept:], count - kept)
     out = rest if out is None else jax.tree.map(jnp.add, out, rest)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def patches(x, size: int, pad: int):
@@ -86,12 +87,11 @@ def _b(u):  # its adjoint
   return [u[0], u[1] - u[2] + u[3], u[1] + u[2] - u[0], -u[3]]
 
 
-def _g(v):  # G: 3 -> 4, kernels
-  return [v[0], (v[0] + v[1] + v[2]) * 0.5, (v[0] - v[1] + v[2]) * 0.5, v[2]]
-
-
-def _gt(u):  # its adjoint
-  return [u[0] + (u[1] + u[2]) * 0.5, (u[1] - u[2]) * 0.5, (u[1] + u[2]) * 0.5 + u[3]]
+# G (4 x 3), the kernel transform, along both axes at once: G g G^T of every (in, out) pair is
+# one [16, 9] x [9, in * out] product (a pass over the kernel: twice as fast as 2-D lists of
+# [in, out] slices); its adjoint is the transposed product.
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
+_GG = np.kron(_G, _G)  # [16, 9]: (p, q) x (i, j), row-major
 
 
 def _at(v):  # A^T: 4 -> 2, output tiles
@@ -144,13 +144,15 @@ def _winograd_input(x):
 
 
 def _winograd_kernel(w):
-  return _flat16(_both_axes(_g, [[w[i, j] for j in range(3)] for i in range(3)]),
-                 w.shape[2] * w.shape[3]).reshape(16, *w.shape[2:])  # [16, C, O]
+  """w [3, 3, C, O] -> G w G^T [16, C, O]."""
+  return (_GG.astype(w.dtype) @ w.reshape(9, -1)).reshape(16, *w.shape[2:])
 
 
-def _matmuls16(a, b):
-  # 16 dots: XLA:CPU runs them faster than one batched dot_general.
-  return jnp.stack([a[i] @ b[i] for i in range(16)])
+def _matmuls16(a, b, transpose_b: bool = False):
+  """a[i] @ b[i] (or b[i]^T) for the 16 points: XLA:CPU runs 16 dots faster than one batched
+  dot_general; the transposed product reads b as it is (no transposed copy)."""
+  dims = (((1,), (1 if transpose_b else 0,)), ((), ()))
+  return jnp.stack([jax.lax.dot_general(a[i], b[i], dims) for i in range(16)])
 
 
 @jax.custom_vjp
@@ -175,12 +177,12 @@ def _winograd_bwd(res, dy):
   th, tw = h // 2, wd // 2
   dy = dy.reshape(n, th, 2, tw, 2, o)
   dm = _flat16(_both_axes(_a, [[dy[:, :, r, :, s] for s in range(2)] for r in range(2)]), o)
-  dv = _matmuls16(dm, jnp.swapaxes(_winograd_kernel(w), 1, 2))  # [16, tiles, C]
+  dv = _matmuls16(dm, _winograd_kernel(w), transpose_b=True)  # [16, tiles, C]
   v = _winograd_input(x)
   du = jnp.stack([v[i].T @ dm[i] for i in range(16)])  # [16, C, O]
   dx = _input_tiles_adjoint(_both_axes(_b, _grid16(dv, (n, th, tw, c))), x.shape)
-  dw = _both_axes(_gt, _grid16(du, (c, o)))  # dw[i][j] [C, O]
-  return dx, jnp.stack([jnp.stack(row) for row in dw]).astype(w.dtype)
+  dw = _GG.T.astype(du.dtype) @ du.reshape(16, -1)  # G^T du G: [9, C * O]
+  return dx, dw.reshape(w.shape).astype(w.dtype)
 
 
 _winograd.defvjp(_winograd_fwd, _winograd_bwd)
