@@ -39,6 +39,22 @@ def test_compare_torchvision_tiny(tmp_path):
   assert "train step" in res.stdout and "speedup" in res.stdout
 
 
+def test_compare_torchvision_save_init_writes_the_shared_initial_weights(tmp_path):
+  """`--save_init` writes torchvision's seed-0 state_dict with its keypoint (landmark) head,
+  the same on every call: the weights both sides of a run start from."""
+  import numpy as np
+
+  paths = [tmp_path / f"init{i}.npz" for i in range(2)]
+  for path in paths:
+    _run(["benchmarks/compare_torchvision.py", "--config", "configs/bench_tiny.py",
+          "--save_init", str(path)])
+  with np.load(paths[0]) as a, np.load(paths[1]) as b:
+    assert sorted(a.files) == sorted(b.files) and len(a.files) > 100
+    for k in a.files:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert any(k.startswith("roi_heads.keypoint_predictor.") for k in a.files)
+
+
 def test_retrieval_ranking_benchmark_agrees_with_pairwise(tmp_path):
   out = tmp_path / "rank.json"
   _run(["benchmarks/retrieval_ranking.py", "--queries", "300", "--gallery", "2000", "--dim",
