@@ -234,7 +234,10 @@ def run_ours(cfg, weights: str = "") -> dict:
 
   def one_step():
     holder["state"], metrics = compiled(holder["state"], batch)
-    jax.block_until_ready(metrics)
+    # The whole step, as torchvision's: waiting for the metrics alone let the next step start
+    # (and allocate its ~3 GB of XLA temporaries) before this one had freed its own, and the
+    # CPU heap then grew by a block (benchmarks/RESULTS.md section 11).
+    jax.block_until_ready((holder["state"], metrics))
     fg.append(float(metrics["fg_rois"]))
 
   before = resource.getrusage(resource.RUSAGE_SELF)
