@@ -93,16 +93,17 @@ def _recomputed_bwd(fn, chunk, res, dy):
     start, d_vars, d_rows = carry
     idx = jax.lax.dynamic_slice(order, (start,), (chunk,))
     position = start + jnp.arange(chunk)
+    rows = [x[idx] for x in padded]
 
     def chunk_fn(v, *float_rows):
       it = iter(float_rows)
-      rows = [next(it)[idx] if d else x[idx] for x, d in zip(padded, diff)]
-      return _masked_call(fn, v, rows, slice(None), position, count)
-    # The gathers of the rows sit inside the VJP, so their gradient is added at `idx`.
-    _, vjp = jax.vjp(chunk_fn, variables, *(x for x, d in zip(padded, diff) if d))
+      return _masked_call(fn, v, [next(it) if d else x for x, d in zip(rows, diff)],
+                          slice(None), position, count)
+    # The VJP of the chunk's own rows: their gradients are added at `idx` in place.
+    _, vjp = jax.vjp(chunk_fn, variables, *(x for x, d in zip(rows, diff) if d))
     grads = vjp(jax.tree.map(lambda g: g[idx], dy))
     return (start + chunk, jax.tree.map(jnp.add, d_vars, grads[0]),
-            tuple(a + g for a, g in zip(d_rows, grads[1:])))
+            tuple(a.at[idx].add(g) for a, g in zip(d_rows, grads[1:])))
 
   init = (jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, variables),
           tuple(jnp.zeros_like(x) for x, d in zip(padded, diff) if d))
@@ -130,17 +131,22 @@ def foreground_rows(fn, variables, inputs, rows, chunk: int, keep: int = 0):
   if keep:
     base = _zeros_like_rows(fn, variables, padded, chunk)
     zeros = jax.tree.map(lambda z: z[:chunk], base)
+    idx = order[:kept]
+    # The kept rows are gathered once, outside the scan: the backward pass scatters their
+    # gradients once too (a gather inside the scan would add a cotangent of all N rows per
+    # chunk).
+    chunks = tuple(x[idx].reshape(keep, chunk, *x.shape[1:]) for x in padded)
 
     def step(_, xs):
-      idx, position = xs
+      chunk_rows, position = xs
       # A chunk past the selected rows is skipped, forward and backward (the transpose of a
       # `cond` runs the branch taken).
       return None, jax.lax.cond(
-          position[0] < count, lambda: _masked_call(fn, variables, padded, idx, position, count),
+          position[0] < count,
+          lambda: _masked_call(fn, variables, chunk_rows, slice(None), position, count),
           lambda: zeros)
     positions = jnp.arange(kept, dtype=jnp.int32).reshape(keep, chunk)
-    _, ys = jax.lax.scan(step, None, (order[:kept].reshape(keep, chunk), positions))
-    idx = order[:kept]
+    _, ys = jax.lax.scan(step, None, (chunks, positions))
     out = jax.tree.map(lambda z, y: z.at[idx].set(y.reshape(kept, *y.shape[2:])), base, ys)
   if kept < order.shape[0]:
     rest = _recomputed_rows(fn, chunk, variables, padded, order[kept:], count - kept)
