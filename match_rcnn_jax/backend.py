@@ -3,14 +3,19 @@
 - `resolve(model_cfg)`: the model's hardware-dependent implementation choices
   (`config.model.kernels`), each `auto` replaced by the backend's choice;
   `models.match_rcnn.build` calls it once, and the modules get what it says as explicit fields.
-- `tune_host_allocator()`: glibc malloc settings for XLA:CPU, applied in this process
-  (`mallopt`) before a backend starts, when the process will run on the CPU backend only.
-  XLA:CPU allocates each execution's large temporary buffers afresh; with glibc's defaults a
-  large buffer is a fresh mapping, freed memory is trimmed and worker threads get arenas of
-  their own, so every step touches gigabytes of new pages; with one arena, large buffers from
-  the heap and no trimming, it touches none (measured: benchmarks/RESULTS.md). The process
-  keeps its peak heap between steps. On GPU and TPU hosts nothing is changed (one arena would
-  serialise tf.data's worker threads there). `MATCH_RCNN_MALLOC_TUNING=0` turns it off.
+- `tune_host_allocator()`: the host memory policy of XLA:CPU, applied in this process before
+  a backend starts, when the process will run on the CPU backend only. XLA:CPU allocates each
+  execution's large temporary buffers afresh; with glibc's defaults a large buffer is a fresh
+  mapping, freed memory is trimmed and worker threads get arenas of their own, so every step
+  touches gigabytes of new pages; with one arena, large buffers from the heap and no trimming
+  (`mallopt`), it touches none (measured: benchmarks/RESULTS.md). The process keeps its peak
+  heap between steps. And computations run synchronously (`jax_cpu_enable_async_dispatch`
+  off): with asynchronous dispatch an execution's outputs are ready (and `block_until_ready`
+  returns) a moment before its temporaries are freed, so the next step could allocate its
+  own first, and the heap then held two steps' temporaries (configs/bench_cpu.py: 7.5 to
+  10.6 GB resident instead of 4.6 GB, in about half the processes; RESULTS.md section 12). On GPU and TPU hosts nothing is changed (one
+  arena would serialise tf.data's worker threads there). `MATCH_RCNN_MALLOC_TUNING=0` turns it
+  off.
 - `release_free_heap()`: the heap's free pages back to the system once (`malloc_trim`); the
   training loop calls it between compiling the train step and running it.
 """
@@ -36,6 +41,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 MALLOPT = {"M_ARENA_MAX": (_M_ARENA_MAX, 1), "M_MMAP_MAX": (_M_MMAP_MAX, 0),
            "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, -1)}
 OPT_OUT = "MATCH_RCNN_MALLOC_TUNING"
+# JAX's option for asynchronous dispatch on the CPU backend (turned off on the CPU).
+SYNC_DISPATCH = "jax_cpu_enable_async_dispatch"
 
 
 def name() -> str:
@@ -101,18 +108,24 @@ def planned_platform() -> str | None:
 
 
 def tune_host_allocator(environ=None) -> dict:
-  """Applies `MALLOPT` in this process when it will run on the CPU backend, on glibc (and the
-  user has not set `MATCH_RCNN_MALLOC_TUNING=0`); returns the settings applied ({} when none).
+  """Applies the CPU backend's host memory policy in this process when it will run on the CPU
+  backend (and the user has not set `MATCH_RCNN_MALLOC_TUNING=0`): `MALLOPT` on glibc, and
+  synchronous dispatch (`jax_cpu_enable_async_dispatch` off: a call returns once its
+  temporaries are freed, so one step's temporaries at a time); returns the settings applied
+  ({} when none).
 
   Call it at the start of an entry point, before anything starts a JAX backend: the arena
   limit binds only threads that have not allocated yet, and a backend starts XLA's thread
   pools (applied after that, the train step of configs/bench_cpu.py kept its million page
-  faults a step). Where the platform cannot be told before a backend starts
-  (`planned_platform` None: an accelerator plugin is installed), nothing is changed."""
+  faults a step); the dispatch mode is read when the CPU backend starts. Where the platform
+  cannot be told before a backend starts (`planned_platform` None: an accelerator plugin is
+  installed), nothing is changed."""
   environ = os.environ if environ is None else environ
   if environ.get(OPT_OUT, "1") == "0" or planned_platform() != "cpu":
     return {}
-  return apply_mallopt()
+  import jax
+  jax.config.update(SYNC_DISPATCH, False)
+  return {**apply_mallopt(), SYNC_DISPATCH: False}
 
 
 def _libc():
