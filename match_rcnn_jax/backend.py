@@ -13,7 +13,7 @@
   off): with asynchronous dispatch an execution's outputs are ready (and `block_until_ready`
   returns) a moment before its temporaries are freed, so the next step could allocate its
   own first, and the heap then held two steps' temporaries (configs/bench_cpu.py: 7.5 to
-  10.6 GB resident instead of 4.6 GB, in about half the processes; RESULTS.md section 12).
+  10.6 GB resident instead of 4.6 GB in 4 of 11 processes; RESULTS.md section 12).
   On GPU and TPU hosts nothing is changed (one arena would serialise tf.data's worker threads
   there). `MATCH_RCNN_MALLOC_TUNING=0` turns it off.
 - `release_free_heap()`: the heap's free pages back to the system once (`malloc_trim`); the
