@@ -92,24 +92,23 @@ class Deconv2x(nn.Module):
 
   def _per_sample(self, x, w, channels):
     """x [N, H, W, in] with each sample's own output channels [N, K] of the phase kernel of
-    `w` ([size, size, in, 4, out]): patches [N, H, W, size * size * in] x [N, 4 * K, ...]^T."""
-    kernel, size = self._phase_kernel(w, x.shape[-1])
+    `w` ([size, size, in, 4, out]): patches [N, H, W, size * size * in] x [N, ..., 4 * K]."""
+    c_in = x.shape[-1]
+    kernel, size = self._phase_kernel(w, c_in)
     pad = size // 2
+    sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
+    sub = jnp.moveaxis(sub, 4, 0)  # [N, kh, kw, in, 4, K]
     if self.conv_impl != "xla":
       # Shifted slices: XLA:CPU runs the patches below as a convolution with an identity
       # kernel, about 4x slower than the per-sample product that follows.
       patches = cpu_conv.patches(x, size, pad)  # channel order: (kh, kw, in)
-      kernel = kernel.transpose(4, 3, 0, 1, 2)  # [out, 4, kh, kw, in]
     else:
       patches = jax.lax.conv_general_dilated_patches(
           x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
           dimension_numbers=("NHWC", "HWIO", "NHWC"))  # channel order: (in, kh, kw)
-      kernel = kernel.transpose(4, 3, 2, 0, 1)  # [out, 4, in, kh, kw]
-    # Each sample's channels gathered as contiguous rows, in the patches' channel order, and
-    # the product read transposed: no transposed copy of the gathered kernels.
-    sub = jnp.take(kernel.reshape(*kernel.shape[:2], -1), channels, axis=0)  # [N, K, 4, P]
-    y = jnp.einsum("nhwp,nkrp->nhwrk", patches, sub.astype(self.dtype))
-    return y.reshape(*y.shape[:3], -1)  # [N, H, W, 4 * K], phase-major
+      sub = sub.transpose(0, 3, 1, 2, 4, 5)  # [N, in, kh, kw, 4, K]
+    sub = sub.reshape(x.shape[0], c_in * size * size, -1).astype(self.dtype)
+    return jnp.einsum("nhwp,npc->nhwc", patches, sub)
 
   def _phase_kernel(self, w, c_in):
     taps = _TAPS[(self.kernel, self.padding)]
