@@ -234,9 +234,9 @@ def run_ours(cfg, weights: str = "") -> dict:
 
   def one_step():
     holder["state"], metrics = compiled(holder["state"], batch)
-    # The whole step, as torchvision's: waiting for the metrics alone let the next step start
-    # (and allocate its ~3 GB of XLA temporaries) before this one had freed its own, and the
-    # CPU heap then grew by a block (benchmarks/RESULTS.md section 11).
+    # The whole step, as torchvision's. (That the next step does not allocate its ~3 GB of XLA
+    # temporaries before this one has freed its own is `backend.tune_host_allocator`'s
+    # synchronous dispatch: benchmarks/RESULTS.md section 12.)
     jax.block_until_ready((holder["state"], metrics))
     fg.append(float(metrics["fg_rois"]))
 

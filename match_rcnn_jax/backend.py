@@ -41,8 +41,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 MALLOPT = {"M_ARENA_MAX": (_M_ARENA_MAX, 1), "M_MMAP_MAX": (_M_MMAP_MAX, 0),
            "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, -1)}
 OPT_OUT = "MATCH_RCNN_MALLOC_TUNING"
-# JAX's option for asynchronous dispatch on the CPU backend (turned off on the CPU).
-SYNC_DISPATCH = "jax_cpu_enable_async_dispatch"
+# JAX's option for asynchronous dispatch on the CPU backend (`tune_host_allocator` turns it off).
+ASYNC_DISPATCH = "jax_cpu_enable_async_dispatch"
 
 
 def name() -> str:
@@ -124,8 +124,8 @@ def tune_host_allocator(environ=None) -> dict:
   if environ.get(OPT_OUT, "1") == "0" or planned_platform() != "cpu":
     return {}
   import jax
-  jax.config.update(SYNC_DISPATCH, False)
-  return {**apply_mallopt(), SYNC_DISPATCH: False}
+  jax.config.update(ASYNC_DISPATCH, False)
+  return {**apply_mallopt(), ASYNC_DISPATCH: False}
 
 
 def _libc():

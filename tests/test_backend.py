@@ -69,12 +69,13 @@ def test_build_resolves_and_the_model_refuses_auto():
                     or jax.default_backend() != "cpu", reason="glibc on the CPU backend only")
 def test_tune_host_allocator_applies_mallopt_unless_opted_out():
   assert backend.tune_host_allocator({backend.OPT_OUT: "0"}) == {}
+  previous = jax.config.values[backend.ASYNC_DISPATCH]
   try:
     applied = backend.tune_host_allocator({})
   finally:  # the dispatch mode is read when a backend starts: this process's is unchanged
-    jax.config.update(backend.SYNC_DISPATCH, True)
+    jax.config.update(backend.ASYNC_DISPATCH, previous)
   assert applied == {**{k: v for k, (_, v) in backend.MALLOPT.items()},
-                     backend.SYNC_DISPATCH: False}
+                     backend.ASYNC_DISPATCH: False}
 
 
 _ONE_STEP_AT_A_TIME_SCRIPT = """
