@@ -4,15 +4,21 @@
     python eval.py --config configs/demo.py --workdir runs/demo [--checkpoint N]
     # existing result files (official format), no model
     python eval.py --gt_dir O --split validation --results R.json [--retrieval_results Q.json]
-        [--output_dir D]
+        [--retrieval_results_gt_boxes G.json] [--output_dir D]
 
 Prints the box / mask / landmark (visible, visible + occluded) AP table, the per-subset tables
 and retrieval top-k, and writes `metrics.json` (`W/eval/` for a model, beside the results file
 or in `--output_dir` otherwise) shaped {"bbox": {"AP", "AP50", "AP75"}, "segm": ...,
 "landmarks_vis": ..., "landmarks_vis_occ": ..., "subsets": {"bbox" | "segm" | "landmarks_vis":
 {"scale" | "occlusion" | "zoom_in" | "viewpoint": {value: {"AP", "AP50", "AP75"}}}},
-"retrieval": {"top1", "top5", "top10", "top15", "top20"}}. A model's official result files go
-to `W/eval/results.json` and `W/eval/retrieval_results.json`.
+"retrieval" | "retrieval_gt_boxes": {"top1", "top5", "top10", "top15", "top20"},
+"retrieval_reference": {ranker: {"top1", ...}}, "retrieval_lift": {"top1", "top5"}} (all the
+fields: `match_rcnn_jax.evaluation.scoring`). Where retrieval is scored, the no-model reference
+rankers (category chance, colour histogram, colour histogram inside the category) run on the
+split's ground-truth items, the images read from the converter's TFRecords in the data
+directory, and print beneath the model's rows. A model's official result files go to
+`W/eval/results.json`, `W/eval/retrieval_results.json` and
+`W/eval/retrieval_results_gt_boxes.json`.
 """
 
 import json
@@ -34,6 +40,9 @@ _SPLIT = flags.DEFINE_string("split", "validation", "Split of --gt_dir.")
 _RESULTS = flags.DEFINE_string("results", None, "Result file to score (scoring mode).")
 _RETRIEVAL = flags.DEFINE_string("retrieval_results", None,
                                  "Retrieval result file to score (scoring mode).")
+_RETRIEVAL_GT = flags.DEFINE_string(
+    "retrieval_results_gt_boxes", None,
+    "Retrieval result file whose queries and gallery are the ground-truth items (scoring mode).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where metrics.json goes (scoring mode).")
 
 
@@ -73,17 +82,18 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   from match_rcnn_jax.evaluation import benchmark, scoring
-  if _RESULTS.value or _RETRIEVAL.value:
+  files = (_RESULTS.value, _RETRIEVAL.value, _RETRIEVAL_GT.value)
+  if any(files):
     if not _GT_DIR.value:
-      raise app.UsageError("--results / --retrieval_results need --gt_dir")
+      raise app.UsageError(
+          "--results / --retrieval_results / --retrieval_results_gt_boxes need --gt_dir")
     try:
-      metrics = scoring.score_file(_GT_DIR.value, _SPLIT.value, _RESULTS.value,
-                                   _RETRIEVAL.value, show_progress=True)
+      metrics = scoring.score_file(_GT_DIR.value, _SPLIT.value, *files, show_progress=True)
     except scoring.ResultsError as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
     out_dir = _OUTPUT_DIR.value or os.path.dirname(
-        os.path.abspath(_RESULTS.value or _RETRIEVAL.value))
+        os.path.abspath(next(f for f in files if f)))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=1)

@@ -21,6 +21,9 @@ def base_config() -> ml_collections.ConfigDict:
       "num_eval_images": 64,
       "image_size": 320,
       "seed": 0,
+      # what tells products apart (match_rcnn_jax.data.synthetic): "colour" (each product its
+      # own colours) or "appearance" (families of one palette; the retrieval proxy)
+      "mode": "colour",
   })
   config.data = ml_collections.ConfigDict({
       "dir": "",  # filled in from data_dir / workdir at run time
@@ -37,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
       # The (shop, user) pairs of a training batch show products of one category, so the match
       # loss sees same-category garments of different products (retrieval's confusion set).
       "pair_batches_by_category": True,
+      # Or the pairs of a batch from one pair_id group (its products of other styles as the
+      # negatives); takes precedence over pair_batches_by_category.
+      "pair_batches_by_group": False,
       "examples_per_shard": 1024,
       "seed": 0,
   })

@@ -41,6 +41,10 @@ def get_config():
   m.rpn.pre_nms_top_k_train, m.rpn.post_nms_top_k_train = 2000, 1000
   m.rpn.pre_nms_top_k_test, m.rpn.post_nms_top_k_test = 1000, 1000
   m.detections.per_image = 100
+  # The paper's matching network: its best variant, "pose+class" (the landmark stream's and
+  # the box stream's RoI features), trained end to end with the detector.
+  m.match_head.features = "landmark+box"
+  m.match_head.feature_grad_scale = 1.0
 
   config.pairs_per_batch = 8
   config.batch_size = 16

@@ -34,8 +34,7 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       #     with configs/bench_gpu.py).
       "kernels": {"conv": "auto", "roi_align": "auto", "roi_align_piece_mb": placeholder(int),
                   "train_heads": "auto", "train_head_chunk": 16, "train_head_keep_rows": 32},
-      # The input images' normalisation (the data pipeline's, config.data refers to these):
-      # the MN's "colour" stream undoes it.
+      # The input images' normalisation (the data pipeline's, config.data refers to these).
       "pixel_mean": (0.485, 0.456, 0.406),
       "pixel_std": (0.229, 0.224, 0.225),
       "num_classes": 14,  # 13 categories + background
@@ -50,19 +49,18 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "box_head": {"hidden": 1024},
       "mask_head": {"channels": 256, "num_convs": 4, "roi_size": 14},
       "landmark_head": {"channels": 512, "num_convs": 8, "roi_size": 14, "num_landmarks": 294},
-      # features: the PN streams the MN reads, joined by '+' (matching.FEATURE_STREAMS: box =
-      # the paper's "class", landmark = "pose", mask = "mask", image = the RoI's pixels); the
-      # default is the best measured on the demo (README, "Retrieval results").
+      # The matching network. features: the streams it reads, joined by '+'
+      # (matching.FEATURE_STREAMS: box = the paper's "class", landmark = "pose", mask = "mask";
+      # beyond the paper "image", the RoI's 7 x 7 pixels, and "crop", the RoI's pixels at
+      # crop_size through the stream's own convs, crop_channels: one at full size, one per
+      # halving down to 7). The default is the paper's best, "pose+class", trained end to end
+      # as the paper does: feature_grad_scale is the share of the MN's gradient that reaches
+      # the features it reads (the backbone, FPN and PN convs; 1 = end to end, 0 = the MN on
+      # fixed features).
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
-                     "features": "colour", "norm": "batch",
-                     # the "colour" stream's weights over the RoI: "centre" (a Gaussian on
-                     # the box) or "mask" (the mask head's garment mask, of the box head's class)
-                     "colour_weights": "centre",
-                     # the share of the MN's gradient that reaches the streams' features (the
-                     # backbone, FPN and PN convs): 1 end to end, 0 the MN on fixed features;
-                     # at 1 the match loss cost the demo's detection (box AP50 0.18 against
-                     # 0.72 at 0.1)
-                     "feature_grad_scale": 0.1},
+                     "features": "landmark+box", "norm": "batch",
+                     "crop_size": 28, "crop_channels": (32, 64, 64),
+                     "feature_grad_scale": 1.0},
       # head_chunk > 0: the mask / landmark / match heads run on the valid detections only,
       # that many at a time (0: on every slot at once).
       "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,

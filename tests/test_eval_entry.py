@@ -41,14 +41,26 @@ def test_scoring_mode(tiny_config, tmp_path):
   assert expected_top1 > 0
   (tmp_path / "q.json").write_text(json.dumps(ret))
   res = _run(["--gt_dir", tiny_config.data.dir, "--split", "validation", "--results",
-              str(results), "--retrieval_results", str(tmp_path / "q.json")])
+              str(results), "--retrieval_results", str(tmp_path / "q.json"),
+              "--retrieval_results_gt_boxes", str(tmp_path / "q.json")])
   assert res.returncode == 0, res.stderr[-2000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   assert set(metrics) == {"bbox", "segm", "landmarks_vis", "landmarks_vis_occ", "subsets",
-                          "retrieval", "retrieval_diagnostics"}
+                          "retrieval", "retrieval_gt_boxes", "retrieval_diagnostics",
+                          "retrieval_reference", "retrieval_lift"}
+  # The no-model rankers on the split's ground truth, and the lift of these (perfect) records.
+  reference = metrics["retrieval_reference"]
+  assert set(reference) == {"category_chance", "colour_histogram", "colour_histogram_category"}
+  for m in reference.values():
+    assert list(m) == ["top1", "top5", "top10", "top15", "top20"]
+    assert all(0.0 <= v <= 1.0 for v in m.values()) and m["top1"] <= m["top20"]
+  assert metrics["retrieval_lift"] == {
+      k: round(1.0 - max(m[k] for m in reference.values()), 4) for k in ("top1", "top5")}
+  assert "no-model reference rankers" in res.stdout and "colour_histogram_category" in res.stdout
   assert all(metrics[t] == {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}
              for t in ("bbox", "segm", "landmarks_vis", "landmarks_vis_occ"))
-  assert set(metrics["subsets"]) == {"bbox", "segm", "landmarks_vis", "retrieval"}
+  assert set(metrics["subsets"]) == {"bbox", "segm", "landmarks_vis", "retrieval",
+                                     "retrieval_gt_boxes"}
   for name, task in metrics["subsets"].items():
     assert set(task) == {"scale", "occlusion", "zoom_in", "viewpoint"}
     key = "top1" if name == "retrieval" else "AP"

@@ -17,7 +17,7 @@ from match_rcnn_jax.models import match_rcnn
 @pytest.fixture(scope="module")
 def tiny_model():
   cfg = tiny.get_config().model
-  cfg.match_head.features = "landmark+box+mask+image+colour"  # every MN stream, tested below
+  cfg.match_head.features = "landmark+box+mask+image+crop"  # every MN stream, tested below
   model = match_rcnn.build(cfg)
   variables = match_rcnn.init(model, jax.random.PRNGKey(0), (128, 128))
   traces = []
@@ -195,8 +195,9 @@ def test_heads_on_valid_detections_only_match_all_slots(tiny_model):
   boxes = jnp.asarray(np.concatenate([xy, xy + rng.uniform(10, 60, (n, 2))], 1), jnp.float32)
   classes = jnp.asarray(rng.integers(1, 14, n), jnp.int32)
   pixels7 = jnp.asarray(rng.normal(size=(n, 7, 7, 3)), jnp.float32)
-  pixels14 = jnp.asarray(rng.normal(size=(n, 14, 14, 3)), jnp.float32)
-  inputs = (pooled14, pooled14, pooled7, pixels7, pixels14, boxes, classes)
+  size = cfg.match_head.crop_size
+  pixels_crop = jnp.asarray(rng.normal(size=(n, size, size, 3)), jnp.float32)
+  inputs = (pooled14, pooled14, pooled7, pixels7, pixels_crop, boxes, classes)
   every = jax.device_get(model.apply(variables, *inputs,
                                      method=match_rcnn.MatchRCNN.detection_heads))
   valid = np.zeros(n, bool)

@@ -1,9 +1,10 @@
 """models.matching: the MN's BatchNorm on real rows only, the similarity's sign constraint,
-the colour stream's invariances."""
+the crop stream's shapes."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from match_rcnn_jax.models import matching
 
@@ -62,34 +63,20 @@ def test_similarity_cannot_reward_difference():
                              atol=1e-5)
 
 
-def test_colour_features_ignore_brightness_and_background():
-  """The "colour" stream: a garment lit darker has the same chromaticity and spread (its log
-  intensity shifts by the log of the factor); with a garment mask as the weights, the corners'
-  background leaves the whole-RoI statistics untouched; hand-computed values."""
-  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-  to_input = lambda rgb: (rgb - np.asarray(mean)) / np.asarray(std)  # noqa: E731
-  size = 14
-  garment = np.zeros((size, size, 3), np.float32)
-  garment[:, :] = (0.6, 0.3, 0.1)
-  garment[::2, :] = (0.2, 0.2, 0.6)  # a striped pattern of two colours
-  inside = np.zeros((size, size), bool)
-  inside[3:11, 2:12] = True
-  scene = np.where(inside[..., None], garment, np.float32((0.1, 0.9, 0.1)))
-  x = np.stack([to_input(scene), to_input(scene * 0.7), to_input(np.where(
-      inside[..., None], garment, np.float32((0.9, 0.1, 0.5))))]).astype(np.float32)
-  f = np.asarray(matching.colour_features(jnp.asarray(x), mean, std, weights=inside))
-  assert f.shape == (3, 7, 7, 12)
-  np.testing.assert_allclose(f[1][..., :3], f[0][..., :3], atol=2e-3)  # chromaticity
-  np.testing.assert_allclose(f[1][..., 3], f[0][..., 3] + np.log(0.7), atol=5e-3)
-  np.testing.assert_allclose(f[1][..., 8:11], f[0][..., 8:11], atol=2e-3)  # chroma spread
-  np.testing.assert_allclose(f[2][..., 4:], f[0][..., 4:], atol=1e-5)  # other background
-  assert not np.allclose(f[2][..., :3], f[0][..., :3], atol=0.1)  # the cells do see it
-  # Hand-computed over the mask: rows alternate the two colours, half of the pixels each.
-  rgb = garment[inside]
-  chroma = 5.0 * (rgb / (rgb.sum(-1, keepdims=True) + 1e-3) - 1.0 / 3.0)
-  np.testing.assert_allclose(f[0, 3, 3, 4:7], chroma.mean(0), atol=1e-3)
-  np.testing.assert_allclose(f[0, 0, 6, 8:11], chroma.std(0), atol=1e-3)
-  # Default weights: the centred Gaussian, summing to 1 and highest at the centre.
-  w = matching.centre_weights(size)
-  np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
-  assert w[6:8, 6:8].min() > 4 * w[0, 0]
+def test_crop_stream_shapes_and_gradient():
+  """The "crop" stream: 7 * 2^k pixels down to 7 x 7 with one conv per halving, learned (its
+  first conv gets a gradient from the output); sizes it cannot halve to 7 are refused."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 28, 28, 3)), jnp.float32)
+  stream = matching.CropStream(channels=(8, 16, 12))
+  params = stream.init(jax.random.PRNGKey(0), x)
+  y = stream.apply(params, x)
+  assert y.shape == (3, 7, 7, 12)
+  grad = jax.grad(lambda p: jnp.sum(stream.apply(p, x) ** 2))(params)
+  assert float(jnp.abs(grad["params"]["conv1"]["kernel"]).sum()) > 0
+  big = matching.CropStream(channels=(8, 8, 8, 8))
+  assert big.apply(big.init(jax.random.PRNGKey(0), jnp.zeros((1, 56, 56, 3))),
+                   jnp.zeros((1, 56, 56, 3))).shape == (1, 7, 7, 8)
+  with pytest.raises(ValueError, match="7 \\* 2\\^k"):
+    stream.init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 3)))
+  with pytest.raises(ValueError, match="needs 3 entries"):
+    big.init(jax.random.PRNGKey(0), x)

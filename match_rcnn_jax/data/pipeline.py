@@ -6,8 +6,10 @@
   eligible user image with one shop image of its group drawn at random. With
   `cfg.pair_batches_by_category` the P pairs of a batch share the category of their product,
   so that garments of one category but different products meet in a batch (the confusion set
-  of retrieval); the match loss labels every shop item against every user item of the global
-  batch by pair_id and style (`models.targets.pair_targets`).
+  of retrieval); with `cfg.pair_batches_by_group` they come from one pair_id group (its
+  products of different styles: the hardest negatives); the match loss labels every shop item
+  against every user item of the global batch by pair_id and style
+  (`models.targets.pair_targets`).
 
 Every batch has the same shapes (canvas, max instances, mask crop size all from config), so the
 jitted step never recompiles. Input files are split across hosts by TFDS
@@ -16,7 +18,7 @@ given seed, and batches are prefetched.
 
 The data config (`cfg`, an ml_collections.ConfigDict) fields: dir, canvas (H, W), short_side,
 max_side, scale_jitter (lo, hi), flip_prob, max_instances, mask_crop_size, pixel_mean,
-pixel_std, shuffle_buffer, seed, pair_batches_by_category.
+pixel_std, shuffle_buffer, seed, pair_batches_by_category, pair_batches_by_group.
 """
 
 from __future__ import annotations
@@ -157,7 +159,14 @@ def pair_dataset(cfg, split: str, pairs_per_batch: int, host=None,
   ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  if cfg.get("pair_batches_by_category", False):
+  if cfg.get("pair_batches_by_group", False):
+    # The P pairs of a batch come from one pair_id group: its products are told apart from
+    # each other (in the appearance-mode proxy, siblings of one family and palette).
+    ds = ds.group_by_window(
+        lambda ex: ex["pair_id"][0],
+        lambda _, window: window.batch(pairs_per_batch, drop_remainder=True),
+        window_size=pairs_per_batch)
+  elif cfg.get("pair_batches_by_category", False):
     ds = ds.group_by_window(
         lambda ex: tf.cast(ex["_category"], tf.int64),
         lambda _, window: window.batch(pairs_per_batch, drop_remainder=True),

@@ -108,7 +108,8 @@ def table(metrics: dict) -> str:
   and by subset) and the retrieval diagnostics."""
   lines = [f"{'task':<20}{'AP':>8}{'AP50':>8}{'AP75':>8}"]
   for name, m in metrics.items():
-    if name in ("subsets", "retrieval_diagnostics", *_RETRIEVAL):
+    if name in ("subsets", "retrieval_diagnostics", "retrieval_reference", "retrieval_lift",
+                *_RETRIEVAL):
       continue
     lines.append(f"{name:<20}{m['AP']:8.3f}{m['AP50']:8.3f}{m['AP75']:8.3f}")
   subsets = metrics.get("subsets", {})
@@ -132,6 +133,16 @@ def table(metrics: dict) -> str:
         cells = "  ".join(f"{name} {m['top1']:.3f}/{m['top20']:.3f}" if m else f"{name} -"
                           for name, m in values.items())
         lines.append(f"  {attr:<10} {cells}")
+  reference = metrics.get("retrieval_reference")
+  if reference:
+    lines.append("")
+    lines.append("retrieval, no-model reference rankers (ground-truth boxes):")
+    for name, m in reference.items():
+      lines.append(f"  {name:<26} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    lift = metrics.get("retrieval_lift")
+    if lift:
+      lines.append("  lift of the model over the best reference: " + "  ".join(
+          f"{k} {v:+.3f}" for k, v in lift.items()))
   diag = metrics.get("retrieval_diagnostics")
   if diag:
     lines.append("")

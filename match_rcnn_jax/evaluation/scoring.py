@@ -9,7 +9,10 @@ The metrics dict (and `metrics.json`): {"bbox" | "segm" | "landmarks_vis" |
 {"scale" | "occlusion" | "zoom_in" | "viewpoint": {value name: {"AP", "AP50", "AP75"} or
 null}}, "retrieval" | "retrieval_gt_boxes": {attribute: {value name: {"top1", ...} or null}}},
 "retrieval" | "retrieval_gt_boxes": {"top1", "top5", "top10", "top15", "top20"},
-"retrieval_diagnostics": {"hub_share", "hub_share_gt_boxes", "pair_auc_same_category"}}; a
+"retrieval_diagnostics": {"hub_share", "hub_share_gt_boxes", "pair_auc_same_category"},
+"retrieval_reference": {"category_chance" | "colour_histogram" | "colour_histogram_category":
+{"top1", ..., "top20"}} (no-model rankers on the ground-truth items, `evaluation.reference`),
+"retrieval_lift": {"top1", "top5"} (the ground-truth-box top-k minus the best reference's)}; a
 task the records do not support is left out.
 """
 
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 
@@ -26,6 +30,7 @@ from tqdm import tqdm
 
 from match_rcnn_jax.data import schema
 from match_rcnn_jax.evaluation import coco_metrics, retrieval
+from match_rcnn_jax.evaluation import reference as reference_lib
 from match_rcnn_jax.evaluation.record_store import RecordStore
 from match_rcnn_jax.evaluation.results import ResultsError, all_numbers, iter_json_array
 from match_rcnn_jax.evaluation.results import is_number as _number
@@ -273,4 +278,24 @@ def score_file(gt_dir: str, split: str, results_path: str | None,
     diagnostics["hub_share" + key[len("retrieval"):]] = hub
   if diagnostics:
     metrics["retrieval_diagnostics"] = diagnostics
+    reference = reference_rankers(gt_dir, split, show_progress)
+    if reference:
+      metrics["retrieval_reference"] = reference
+      if "retrieval_gt_boxes" in metrics:
+        metrics["retrieval_lift"] = reference_lib.lift(metrics["retrieval_gt_boxes"], reference)
   return metrics
+
+
+def reference_rankers(gt_dir: str, split: str, show_progress: bool = False) -> dict | None:
+  """`evaluation.reference` on the split's ground-truth query and gallery items, the images
+  read from the converter's TFRecords in `gt_dir` (None, with a note on stderr, where the
+  split's TFRecords are not there)."""
+  from match_rcnn_jax.data import tfrecords
+  info = os.path.join(tfrecords.split_dir(gt_dir, split), "dataset_info.json")
+  if not os.path.exists(info):
+    print(f"note: {info} not found: no reference rankers (they read the split's images)",
+          file=sys.stderr)
+    return None
+  query_gt = _load_json(_gt_file(gt_dir, f"{split}_query.json"))
+  gallery_gt = _load_json(_gt_file(gt_dir, f"{split}_gallery.json"))
+  return reference_lib.evaluate_split(gt_dir, split, query_gt, gallery_gt, show_progress)

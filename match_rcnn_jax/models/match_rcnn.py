@@ -58,10 +58,11 @@ class MatchRCNN(nn.Module):
                                                    dtype=dtype, conv_impl=impl)
     self.similarity = matching.Similarity(dim=c.match_head.dim)
     self.match_streams = matching.parse_features(c.match_head.get("features", "box"))
-    self.colour_weights = c.match_head.get("colour_weights", "centre")
-    if self.colour_weights not in ("centre", "mask"):
-      raise ValueError("match_head.colour_weights must be 'centre' or 'mask', got "
-                       f"{self.colour_weights!r}")
+    self.crop_size = int(c.match_head.get("crop_size", 28))
+    if "crop" in self.match_streams:
+      self.crop_stream = matching.CropStream(
+          channels=tuple(c.match_head.get("crop_channels", (32, 64, 64))), dtype=dtype,
+          conv_impl=impl)
     for stream, size in (("landmark", c.landmark_head.roi_size),
                          ("mask", c.mask_head.roi_size)):
       if stream in self.match_streams and size % 7:
@@ -117,29 +118,21 @@ class MatchRCNN(nn.Module):
                          backend=k.roi_align, forward_only=forward_only,
                          piece_mb=k.roi_align_piece_mb)
 
-  def colour(self, pixels14, masks=None):
-    """The MN's "colour" stream [N, 7, 7, 12] of RoI pixels14 [N, 14, 14, 3]
-    (`matching.colour_features`), weighted as `match_head.colour_weights` says: "centre" (a
-    Gaussian on the box) or "mask" (the garment's mask probabilities, masks [N, 28, 28],
-    fixed: no gradient reaches the mask head through them)."""
-    c = self.config
-    weights = None
-    if self.colour_weights == "mask":
-      n, size = masks.shape[0], masks.shape[1]
-      weights = jax.lax.stop_gradient(
-          masks.astype(jnp.float32).reshape(n, 14, size // 14, 14, size // 14).mean((2, 4)))
-    return matching.colour_features(pixels14, c.pixel_mean, c.pixel_std, weights)
+  def crop_features(self, pixels):
+    """The "crop" stream [N, 7, 7, C] of the RoI pixels [N, crop_size, crop_size, 3] (None
+    when the MN does not read it)."""
+    return self.crop_stream(pixels) if "crop" in self.match_streams else None
 
   def match_input(self, pooled7, landmark_features=None, mask_features=None, pixels7=None,
-                  colour7=None):
+                  crop7=None):
     """The MN's input [N, 7, 7, C] from the streams of `match_head.features`: the box stream's
     RoI features pooled7 [N, 7, 7, C], the landmark / mask streams' conv features
-    [N, S, S, C'] (average-pooled to 7 x 7), the image's RoI pixels7 [N, 7, 7, 3], its
-    colour statistics colour7 [N, 7, 7, 12], concatenated along channels."""
+    [N, S, S, C'] (average-pooled to 7 x 7), the image's RoI pixels7 [N, 7, 7, 3], the crop
+    stream's features crop7 [N, 7, 7, C''], concatenated along channels."""
     parts = []
     for stream in self.match_streams:
       x = {"box": pooled7, "landmark": landmark_features, "mask": mask_features,
-           "image": pixels7, "colour": colour7}[stream]
+           "image": pixels7, "crop": crop7}[stream]
       n, size = x.shape[0], x.shape[1]
       if size != 7:
         f = size // 7
@@ -155,27 +148,23 @@ class MatchRCNN(nn.Module):
     b, r = boxes.shape[:2]
     flat = lambda x: x.reshape(b * r, *x.shape[2:])  # noqa: E731
     pool = functools.partial(self.pool, pyramid, boxes, forward_only=forward_only)
-    lm = mk = pixels = colour = None
+    lm = mk = pixels = crop = None
     if "landmark" in self.match_streams:
       lm = self.landmark_head.features(flat(pool(c.landmark_head.roi_size)))
     if "mask" in self.match_streams:
       mk = self.mask_head.features(flat(pool(c.mask_head.roi_size)))
     if "image" in self.match_streams:
       pixels = flat(self.pool_image(images, boxes, forward_only))
+    if "crop" in self.match_streams:
+      crop = self.crop_features(flat(self.pool_pixels(images, boxes, self.crop_size,
+                                                      forward_only)))
     pooled7 = flat(pool(7))
-    if "colour" in self.match_streams:
-      masks = None
-      if self.colour_weights == "mask":  # the mask of the box head's class
-        mask_features = mk if mk is not None else self.mask_head.features(
-            flat(pool(c.mask_head.roi_size)))
-        cls_logits = self.box_head(pooled7)[0]
-        classes = jnp.argmax(cls_logits[:, 1:], -1) + 1
-        masks = postprocess.select_class_masks(self.mask_head.logits(mask_features), classes)
-      colour = self.colour(flat(self.pool_pixels(images, boxes, 14, forward_only)), masks)
-    x = self.match_input(pooled7, lm, mk, pixels, colour)
     scale = c.match_head.get("feature_grad_scale", 1.0)
     if train and scale != 1.0:  # the MN's gradient into the shared features, scaled
-      x = scale * x + (1.0 - scale) * jax.lax.stop_gradient(x)
+      shared = lambda x: None if x is None else (  # noqa: E731
+          scale * x + (1.0 - scale) * jax.lax.stop_gradient(x))
+      pooled7, lm, mk = shared(pooled7), shared(lm), shared(mk)
+    x = self.match_input(pooled7, lm, mk, pixels, crop)
     emb = self.embed(x, train=train, mask=None if mask is None else mask.reshape(-1))
     return emb.reshape(b, r, -1)
 
@@ -194,7 +183,8 @@ class MatchRCNN(nn.Module):
     v = self.embed_boxes(images, pyramid, boxes)
     return self.match_logits(v, v)
 
-  def detection_heads(self, pooled14, lm_pooled, pooled7, pixels7, pixels14, boxes, classes):
+  def detection_heads(self, pooled14, lm_pooled, pooled7, pixels7, pixels_crop, boxes,
+                      classes):
     """Mask probabilities [N, 28, 28], landmarks [N, 294, 3] and match embeddings [N, D] of N
     detections from their pooled features (the MN reading the streams' features computed
     for the masks and landmarks)."""
@@ -205,9 +195,8 @@ class MatchRCNN(nn.Module):
     block = self.landmark_head.block_logits_of_features(lm_features, channels)
     block = jnp.where(in_block[:, None, None, :], block, -jnp.inf)
     landmarks = postprocess.decode_landmarks(block, boxes, classes)
-    colour7 = self.colour(pixels14, masks) if "colour" in self.match_streams else None
-    return masks, landmarks, self.embed(self.match_input(pooled7, lm_features, mask_features,
-                                                         pixels7, colour7))
+    return masks, landmarks, self.embed(self.match_input(
+        pooled7, lm_features, mask_features, pixels7, self.crop_features(pixels_crop)))
 
   def _pure(self, module, method=None, conv_impl=None):
     """(`fn`, variables): `module`'s method as a pure function `fn(variables, *args)` of its
@@ -360,9 +349,10 @@ class MatchRCNN(nn.Module):
     lm_pooled = (pooled14 if c.landmark_head.roi_size == c.mask_head.roi_size
                  else pool(c.landmark_head.roi_size))
     flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
-    inputs = (flat(pooled14), flat(lm_pooled), flat(pool(7)),
-              flat(self.pool_image(images, boxes, forward_only=True)),
-              flat(self.pool_pixels(images, boxes, 14, forward_only=True)),
+    pixels7 = flat(self.pool_image(images, boxes, forward_only=True))
+    pixels_crop = (flat(self.pool_pixels(images, boxes, self.crop_size, forward_only=True))
+                   if "crop" in self.match_streams else pixels7)  # unused without the stream
+    inputs = (flat(pooled14), flat(lm_pooled), flat(pool(7)), pixels7, pixels_crop,
               boxes.reshape(n, 4), classes.reshape(n))
     chunk = d.get("head_chunk", 0)
     if chunk and n > chunk:

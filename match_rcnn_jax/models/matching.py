@@ -16,6 +16,8 @@ with exactly these numbers; training and retrieval both rank with it.
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,13 +28,13 @@ from match_rcnn_jax.models import layers
 # MN input streams, and the paper's names for them (its retrieval table: "class", "pose",
 # "mask", "pose+class", "mask+class"): the box stream's 7 x 7 RoI features, the landmark
 # stream's conv features and the mask stream's conv features (14 x 14, average-pooled to 7 x 7).
-# "image" (not in the paper) is the RoI of the input image itself, 7 x 7 x 3 normalised pixels:
-# the garment's colours and coarse pattern, which a backbone trained from scratch for detection
-# keeps poorly (benchmarks/RESULTS.md, retrieval). "colour" (not in the paper either) is the
-# RoI's colours made independent of brightness (`colour_features`): what tells apart two
-# garments of one category, under the user photos' lighting.
+# Not in the paper: "image", the RoI of the input image itself, 7 x 7 x 3 normalised pixels
+# (the garment's colours and coarse layout); "crop", the RoI of the input image at
+# `match_head.crop_size` (a multiple of 7, >= 28) through its own learned convs (`CropStream`)
+# down to 7 x 7: the print's motif and scale, which 7 x 7 RoI features of a detection backbone
+# blur away.
 FEATURE_STREAMS = {"box": "class", "landmark": "pose", "mask": "mask", "image": "image",
-                   "colour": "colour"}
+                   "crop": "crop"}
 
 
 def parse_features(spec: str) -> tuple[str, ...]:
@@ -50,37 +52,33 @@ def paper_name(spec: str) -> str:
   return "+".join(FEATURE_STREAMS[s] for s in parse_features(spec))
 
 
-def centre_weights(size: int, sigma: float = 0.25) -> np.ndarray:
-  """[size, size] Gaussian weights over a RoI's sample grid, centred, std `sigma` of the box
-  side, summing to 1: where a box's garment is, away from the background its corners hold."""
-  t = (np.arange(size) + 0.5) / size - 0.5
-  w = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2.0 * sigma ** 2))
-  return (w / w.sum()).astype(np.float32)
+class CropStream(nn.Module):
+  """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: a
+  3 x 3 conv at S, then one stride-2 3 x 3 conv per halving down to 7 x 7, each with
+  GroupNorm and ReLU. Learned from the pixels with the MN's loss only."""
 
+  channels: tuple[int, ...] = (32, 64, 64)
+  dtype: layers.Dtype = jnp.float32
+  conv_impl: str = "xla"
 
-def colour_features(pixels, pixel_mean, pixel_std, weights=None):
-  """The "colour" stream: pixels [N, S, S, 3] (a RoI's samples of the normalised image, S even)
-  -> [N, S/2, S/2, 12]: per 2 x 2 cell its chromaticity (r, g, b over r + g + b, centred and
-  scaled to about unit range) and log intensity (4 channels), and over the whole RoI, weighted
-  by `weights` ([N, S, S] or [S, S], default `centre_weights`), the mean and the standard
-  deviation of those 4 (8 channels, the same in every cell). Chromaticity does not change when
-  a garment is lit brighter or darker; the weighted mean and spread describe its colours (a
-  pattern's two colours widen the spread) without the background at the box's corners, and
-  reach the MN's global average pool unchanged."""
-  n, size = pixels.shape[0], pixels.shape[1]
-  rgb = jnp.maximum(pixels.astype(jnp.float32) * jnp.asarray(pixel_std, jnp.float32)
-                    + jnp.asarray(pixel_mean, jnp.float32), 0.0)
-  intensity = jnp.sum(rgb, -1, keepdims=True) + 1e-3
-  x = jnp.concatenate([5.0 * (rgb / intensity - 1.0 / 3.0), jnp.log(intensity)], -1)
-  w = centre_weights(size) if weights is None else weights
-  w = jnp.broadcast_to(jnp.asarray(w, jnp.float32), (n, size, size))[..., None]
-  w = w / jnp.maximum(jnp.sum(w, (1, 2), keepdims=True), 1e-6)
-  mean = jnp.sum(w * x, (1, 2), keepdims=True)
-  std = jnp.sqrt(jnp.sum(w * (x - mean) ** 2, (1, 2), keepdims=True) + 1e-6)
-  h = size // 2
-  local = x.reshape(n, h, 2, h, 2, x.shape[-1]).mean((2, 4))
-  whole = jnp.broadcast_to(jnp.concatenate([mean, std], -1), (n, h, h, 2 * x.shape[-1]))
-  return jnp.concatenate([local, whole], -1)
+  @nn.compact
+  def __call__(self, x):
+    size = x.shape[-2]
+    halvings = 0
+    while size > 7 and size % 2 == 0:
+      size //= 2
+      halvings += 1
+    if size != 7:
+      raise ValueError(f"match_head.crop_size must be 7 * 2^k, got {x.shape[-2]}")
+    if len(self.channels) != halvings + 1:
+      raise ValueError(f"match_head.crop_channels needs {halvings + 1} entries for crop size "
+                       f"{x.shape[-2]} (one conv at full size, one per halving), got "
+                       f"{tuple(self.channels)}")
+    for i, c in enumerate(self.channels):
+      x = layers.conv(c, 3, stride=1 if i == 0 else 2, name=f"conv{i + 1}", dtype=self.dtype,
+                      impl=self.conv_impl)(x)
+      x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{i + 1}")(x))
+    return x
 
 
 class MatchEmbedding(nn.Module):
