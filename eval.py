@@ -58,7 +58,8 @@ def _model_variables(config, workdir, step):
   if step is None and os.path.exists(os.path.join(export, "variables")):
     return model, checkpoints.load_variables(export, template)
   tx = optim.make(config.optimizer, template["params"], config.train.num_steps)
-  state = jax.eval_shape(lambda: step_lib.create(template, tx, jax.random.PRNGKey(0)))
+  state = jax.eval_shape(lambda: step_lib.create(template, tx, jax.random.PRNGKey(0),
+                                                 step_lib.memory_size(config)))
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   step = step if step is not None else mngr.latest_step()
   if step is None:

@@ -83,5 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.loss_weights = ml_collections.ConfigDict({
       "rpn_cls": 1.0, "rpn_box": 1.0, "cls": 1.0, "box": 1.0, "landmark": 1.0, "mask": 1.0,
       "match": 1.0,
+      # beyond the paper: the listwise match term (training.losses.listwise_match), 0 = off
+      "match_list": 0.0,
   })
   return config

@@ -48,8 +48,11 @@ def get_config():
   m.match_head.crop_size = 56
   m.match_head.crop_channels = (32, 48, 64, 64)
   m.match_head.feature_grad_scale = 0.1
-  # The pairs of a batch from one product family: its siblings are the negatives.
-  config.data.pair_batches_by_group = True
+  # A memory of the last 512 shop embeddings and the listwise match term over the batch and
+  # the memory, from step 300 on (the embeddings drift less by then).
+  m.match_head.memory_size = 512
+  m.match_head.memory_start = 300
+  config.loss_weights.match_list = 1.0
   m.detections.per_image = 20
   m.sampling.rpn_batch_per_image = 128
   m.sampling.rois_per_image = 64

@@ -60,7 +60,11 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
                      "features": "landmark+box", "norm": "batch",
                      "crop_size": 28, "crop_channels": (32, 64, 64),
-                     "feature_grad_scale": 1.0},
+                     "feature_grad_scale": 1.0,
+                     # memory_size > 0: the train state keeps the shop embeddings of recent
+                     # steps (training.step), the listwise match term's extra negatives from
+                     # step memory_start on (config.loss_weights.match_list weighs that term)
+                     "memory_size": 0, "memory_start": 0},
       # head_chunk > 0: the mask / landmark / match heads run on the valid detections only,
       # that many at a time (0: on every slot at once).
       "detections": {"score_threshold": 0.05, "nms_threshold": 0.5, "per_image": 100,

@@ -146,14 +146,16 @@ def _shared_products(b, p):
           & u_val[None, :])
 
 
-@pytest.mark.parametrize("by_category", [False, True])
-def test_pair_batches(tiny_config, by_category):
+@pytest.mark.parametrize("by_category,by_group", [(False, False), (True, False), (True, True)])
+def test_pair_batches(tiny_config, by_category, by_group):
   cfg = ml_collections.ConfigDict(tiny_config.data.to_dict())
   cfg.pair_batches_by_category = by_category
+  cfg.pair_batches_by_group = by_group
   it = pipeline.as_numpy(pipeline.pair_dataset(cfg, "train", 2, host=ONE_HOST))
-  seen, categories = set(), []
+  seen, categories, group_ids = set(), [], []
   for _ in range(8):
     b = next(it)
+    group_ids.append(b["pair_id"][:, 0])
     assert b["image"].shape == (2, 2, 128, 128, 3) and "_category" not in b
     shared = []
     for p in range(2):
@@ -165,7 +167,9 @@ def test_pair_batches(tiny_config, by_category):
       seen.add(tuple(b["image_id"][p]))
     categories.append(shared)
   assert len(seen) > 2
-  if by_category:  # both pairs of every batch share the category of their product
+  if by_group:  # both pairs of every batch come from one pair_id group
+    assert all(len({int(g) for g in ids}) == 1 for ids in group_ids)
+  if by_category and not by_group:  # both pairs of a batch share their product's category
     assert all(a == b for a, b in categories)
   else:
     assert any(a != b for a, b in categories)

@@ -110,3 +110,52 @@ def test_every_query_item_has_a_shop_item_of_its_product(tmp_path, num_images):
   shop = {(p, s) for src, p, s in items if src == "shop" and s > 0}
   queries = [(p, s) for src, p, s in items if src == "user" and s > 0]
   assert queries and all(q in shop for q in queries)
+
+
+def test_appearance_proxy_properties_on_the_demos_held_out_split(tmp_path):
+  """The demo's held-out split (configs/demo.py: its size, seed, image size and mode) is a
+  retrieval proxy that no-model rankers cannot solve: >= 150 queries and >= 300 gallery
+  garments, category chance top-1 <= 0.10, colour histogram <= 0.15, colour histogram inside
+  the category <= 0.25 (the official hit rule, ground-truth boxes). That a learned model can
+  tell its products apart is benchmarks/proxy_check.py's crop CNN."""
+  from configs import demo
+  from match_rcnn_jax.data import convert
+  from match_rcnn_jax.evaluation import reference
+  config = demo.get_config()
+  syn = config.synthetic
+  assert syn.mode == "appearance"
+  raw = str(tmp_path / "raw")
+  synthetic.generate(raw, syn.num_eval_images, seed=syn.seed + 1, image_size=syn.image_size,
+                     mode=syn.mode)
+  out = str(tmp_path / "out")
+  convert.convert(raw, out, "validation", show_progress=False)
+  query = json.load(open(os.path.join(out, "validation_query.json")))
+  gallery = json.load(open(os.path.join(out, "validation_gallery.json")))
+  assert sum(q["style"] > 0 for q in query) >= 150 and len(gallery) >= 300
+  ref = reference.evaluate_split(out, "validation", query, gallery)
+  assert ref["category_chance"]["top1"] <= 0.10
+  assert ref["colour_histogram"]["top1"] <= 0.15
+  assert ref["colour_histogram_category"]["top1"] <= 0.25
+  # a third of the gallery's products are shown by no query
+  queried = {(q["pair_id"], q["style"]) for q in query if q["style"] > 0}
+  products = {(g["pair_id"], g["style"]) for g in gallery if g["style"] > 0}
+  assert 0.2 <= len(products - queried) / len(products) <= 0.45
+
+
+def test_appearance_families_share_palette_and_coverage():
+  """Appearance mode: a family's products differ from its first in exactly one factor, share
+  its two colours and the share of the second colour, and every motif paints that share."""
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    looks = synthetic._family_looks(rng, 6)
+    base = looks[0]
+    assert len({tuple(sorted(look.items())) for look in looks}) == 6
+    for look in looks[1:]:
+      assert sum(look[f] != base[f] for f in synthetic._FACTORS) == 1
+      assert (look["c1"], look["c2"], look["coverage"]) == (base["c1"], base["c2"],
+                                                            base["coverage"])
+  t = (np.arange(200) + 0.5) / 200 * 3  # three periods
+  for motif in synthetic.MOTIFS:
+    field = synthetic._motif_field(motif, t[None, :], t[:, None])
+    share = (field < synthetic._motif_threshold(motif, 0.2)).mean()
+    assert abs(share - 0.2) < 0.02, motif

@@ -185,7 +185,8 @@ def test_compute_losses_and_empty_batches():
                                                   "landmark", "mask", "match")})
   out = _outputs(True)
   full = losses.compute(out, w)
-  assert set(full) == set(losses.NAMES) | set(losses.MATCH_PARTS) | {"loss"}
+  assert set(full) == (set(losses.NAMES) | set(losses.MATCH_PARTS) | set(losses.LIST_PARTS)
+                       | {"loss"})
   assert all(float(v) > 0 for v in full.values())
   np.testing.assert_allclose(float(full["loss"]), sum(float(full[k]) for k in losses.NAMES),
                              rtol=1e-5)
@@ -203,3 +204,38 @@ def test_compute_losses_and_empty_batches():
   assert all(float(v) == 0.0 for v in empty.values())  # finite zeros, not NaN
   w.landmark = 0.0
   assert float(losses.compute(_outputs(True), w)["loss"]) < float(full["loss"])
+
+
+def test_listwise_match_by_hand_with_a_memory():
+  """The listwise term: per user RoI with a positive, logsumexp over its valid candidates (the
+  batch's shop RoIs, then the memory's rows) minus logsumexp over its positives."""
+  d = np.array([[2.0, -1.0], [0.5, 1.0]])  # 2 shop RoIs x 2 user RoIs
+  mem = np.array([[0.0, 3.0], [1.5, -2.0], [9.0, 9.0]])  # 3 memory rows, the last invalid
+  out = {"pair_logits": jnp.asarray(d), "pair_labels": jnp.asarray([[1, 0], [0, 0]]),
+         "pair_valid": jnp.ones((2, 2), bool),
+         "memory_logits": jnp.asarray(mem), "memory_labels": jnp.asarray([[0, 1], [1, 0],
+                                                                          [1, 1]]),
+         "memory_valid": jnp.asarray([[True, True], [True, True], [False, False]])}
+  lse = lambda x: np.log(np.exp(x).sum())  # noqa: E731
+  user0 = lse([2.0, 0.5, 0.0, 1.5]) - lse([2.0, 1.5])
+  user1 = lse([-1.0, 1.0, 3.0, -2.0]) - lse([3.0])
+  np.testing.assert_allclose(float(losses.listwise_match(out)), (user0 + user1) / 2, rtol=1e-6)
+  # Without the memory, user 1 has no positive and does not count.
+  batch_only = {k: out[k] for k in ("pair_logits", "pair_labels", "pair_valid")}
+  np.testing.assert_allclose(float(losses.listwise_match(batch_only)),
+                             lse([2.0, 0.5]) - 2.0, rtol=1e-6)
+
+
+def test_match_memory_is_a_ring_buffer():
+  from match_rcnn_jax.training import step as step_lib
+  mem = step_lib.empty_memory(5, 2)
+  assert not bool(mem["valid"].any())
+  rows = lambda v: (jnp.full((3, 2), v, jnp.float32), jnp.full((3, 2), int(v), jnp.int32),  # noqa
+                    jnp.asarray([True, False, True]))
+  mem = step_lib.write_memory(mem, *rows(1.0))
+  mem = step_lib.write_memory(mem, *rows(2.0))  # wraps: slots 3, 4, 0
+  np.testing.assert_array_equal(np.asarray(mem["emb"])[:, 0], [2, 1, 1, 2, 2])
+  np.testing.assert_array_equal(np.asarray(mem["key"])[:, 1], [2, 1, 1, 2, 2])
+  np.testing.assert_array_equal(np.asarray(mem["valid"]), [True, False, True, True, False])
+  assert int(mem["next"]) == 1
+  assert step_lib.empty_memory(0, 2) == {}

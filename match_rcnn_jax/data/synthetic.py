@@ -198,16 +198,17 @@ def _background(kind: str, w: int, h: int, rng: np.random.Generator,
 
 MODES = ("colour", "appearance")
 # The shared colour set of the appearance mode (RGB): families draw two distinct colours from
-# it, so palettes recur across families and categories.
+# it, so palettes recur across families and categories. None is as light as a shop photo's
+# backdrop (215-250), so a garment always stands out from it.
 _COLOURS = np.asarray([
-    (30, 30, 35), (235, 235, 230), (40, 50, 110), (150, 30, 40), (40, 110, 60), (200, 170, 60),
+    (30, 30, 35), (150, 150, 195), (40, 50, 110), (150, 30, 40), (40, 110, 60), (200, 170, 60),
     (120, 80, 50), (190, 120, 160), (90, 150, 200), (210, 110, 50), (120, 120, 125),
     (70, 120, 120)], np.float32)
 MOTIFS = ("stripes_h", "stripes_v", "stripes_d", "checks", "dots", "floral", "crosses",
           "zigzag", "diamonds")
 _PERIODS = (0.11, 0.18, 0.28)  # motif period / garment width
 _PLACEMENTS = ("all", "band", "patch")
-_FLARES = (0.0, 0.45, -0.35)  # hem width change: x <- 0.5 + (x - 0.5)(1 + flare (y - 0.5))
+_FLARES = (0.0, 0.3, -0.25)  # hem width change: x <- 0.5 + (x - 0.5)(1 + flare (y - 0.5))
 # The garment-frame regions of the placements ((u0, v0, u1, v1) in the unit garment frame) and
 # about the share of the garment's area each covers: the motif's density inside is raised so
 # its share of the whole garment stays the family's coverage.
@@ -329,10 +330,10 @@ def _photo(canvas: np.ndarray, source: str, rng: np.random.Generator) -> tuple[n
       g[0] * (xx - 0.5) + g[1] * (yy - 0.5)) * 2
   x = np.clip(canvas / 255.0, 0, 1) ** gamma * gains * shading[..., None]
   image = Image.fromarray(np.clip(x * 255 + rng.normal(0, 3, x.shape), 0, 255).astype(np.uint8))
-  radius = rng.uniform(0.0, 1.2) if strong else rng.uniform(0.0, 0.3)
+  radius = rng.uniform(0.0, 1.0) if strong else rng.uniform(0.0, 0.3)
   if radius > 0.25:
     image = image.filter(ImageFilter.GaussianBlur(radius))
-  quality = int(rng.integers(35, 85)) if strong else 92
+  quality = int(rng.integers(45, 90)) if strong else 92
   return np.asarray(image), quality
 
 

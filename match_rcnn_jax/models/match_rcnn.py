@@ -319,9 +319,20 @@ class MatchRCNN(nn.Module):
       boxes, matched, valid = tgt.match_roi_batch(gt_boxes, gt_valid, rois, t)
       emb = self.embed_boxes(images, pyramid, boxes, train=train, mask=valid)  # [N, R, D]
       # Every shop RoI of the global batch against every user RoI: [P R, P R].
-      out["pair_logits"] = self.similarity.pairwise(tgt.shop_rows(emb), tgt.user_rows(emb))
+      shop_emb, user_emb = tgt.shop_rows(emb), tgt.user_rows(emb)
+      out["pair_logits"] = self.similarity.pairwise(shop_emb, user_emb)
       out["pair_labels"], out["pair_valid"] = tgt.pair_batch(targets["pair_id"],
                                                              targets["styles"], matched, valid)
+      keys = tgt.roi_keys(targets["pair_id"], targets["styles"], matched)
+      user_key, user_valid = tgt.user_rows(keys), tgt.user_rows(valid)
+      out["match_shop_emb"] = shop_emb  # what a memory of shop embeddings keeps
+      out["match_shop_key"], out["match_shop_valid"] = tgt.shop_rows(keys), tgt.shop_rows(valid)
+      if "memory_emb" in targets:  # earlier steps' shop embeddings (training.step's memory)
+        out["memory_logits"] = self.similarity.pairwise(targets["memory_emb"], user_emb)
+        key = targets["memory_key"]
+        out["memory_labels"], out["memory_valid"] = tgt.pair_targets(
+            key[:, 0], key[:, 1], targets["memory_valid"], user_key[:, 0], user_key[:, 1],
+            user_valid)
     return out
 
   def infer(self, images, image_sizes=None, given_boxes=None):

@@ -35,7 +35,8 @@ def sharded_step(model, tx, config, devices=None):
   data_sharding = NamedSharding(m, P("data"))
   fn = jax.jit(step_lib.make_train_step(model, tx, config.loss_weights,
                                         match_rcnn.DTYPES[config.model.dtype],
-                                        tuple(config.optimizer.freeze_backbone)),
+                                        tuple(config.optimizer.freeze_backbone),
+                                        int(config.model.match_head.get("memory_start", 0))),
                in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
                donate_argnums=(0,))
   return fn, data_sharding, replicated
@@ -112,7 +113,7 @@ def train(config, workdir: str) -> dict:
   variables = init_variables(config, model, init_rng)
   total = config.train.num_steps
   tx = optim.make(config.optimizer, variables["params"], total)
-  state = step_lib.create(variables, tx, state_rng)
+  state = step_lib.create(variables, tx, state_rng, step_lib.memory_size(config))
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   restored, start = checkpoints.restore_latest(mngr, state)
   if restored is not None:
@@ -168,5 +169,5 @@ def train(config, workdir: str) -> dict:
                                        png)
       print(f"retrieval of held-out garments drawn in {png}", flush=True)
       final.update({f"{task}_{k}": v for task, m in metrics_eval.items() if task != "subsets"
-                    for k, v in m.items()})
+                    for k, v in m.items() if isinstance(v, (int, float))})
   return final

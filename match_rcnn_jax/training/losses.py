@@ -12,6 +12,7 @@ for a batch without the relevant items, never NaN.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from match_rcnn_jax.ops import losses as L
@@ -19,6 +20,7 @@ from match_rcnn_jax.ops import losses as L
 NAMES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask", "loss_landmark",
          "loss_match")  # the weighted terms of `loss`
 MATCH_PARTS = ("loss_match_pos", "loss_match_neg")  # logged beside loss_match
+LIST_PARTS = ("loss_match_list",)  # the listwise match term, weighted by match_list
 _EPS = 1e-6
 
 
@@ -52,14 +54,35 @@ def compute(out: dict, weights) -> dict:
     losses["loss_match_pos"] = L.masked_mean(ce, out["pair_valid"] & positive)
     losses["loss_match_neg"] = L.masked_mean(ce, out["pair_valid"] & ~positive)
     losses["loss_match"] = 0.5 * (losses["loss_match_pos"] + losses["loss_match_neg"])
+    losses["loss_match_list"] = listwise_match(out)
   else:
-    for name in ("loss_match", *MATCH_PARTS):
+    for name in ("loss_match", *MATCH_PARTS, *LIST_PARTS):
       losses[name] = jnp.zeros((), jnp.float32)
   total = (weights.rpn_cls * losses["loss_rpn_cls"] + weights.rpn_box * losses["loss_rpn_box"]
            + weights.cls * losses["loss_cls"] + weights.box * losses["loss_box"]
            + weights.landmark * losses["loss_landmark"] + weights.mask * losses["loss_mask"]
-           + weights.match * losses["loss_match"])
+           + weights.match * losses["loss_match"]
+           + weights.get("match_list", 0.0) * losses["loss_match_list"])
   return {**losses, "loss": total}
+
+
+def listwise_match(out: dict):
+  """The ranking question as a loss: for each user RoI with a positive among its candidates
+  (every shop RoI of the global batch, and the memory's earlier shop embeddings where
+  `memory_logits` is given), -log of the softmax mass of its positives over all valid
+  candidates, with the match logits d as the logits; the mean over those user RoIs."""
+  logits, labels, valid = out["pair_logits"], out["pair_labels"] > 0, out["pair_valid"]
+  if "memory_logits" in out:
+    logits = jnp.concatenate([logits, out["memory_logits"]], 0)
+    labels = jnp.concatenate([labels, out["memory_labels"] > 0], 0)
+    valid = jnp.concatenate([valid, out["memory_valid"]], 0)
+  logits = logits.astype(jnp.float32)
+  positive = labels & valid
+  has_positive = positive.any(0)
+  low = jnp.finfo(jnp.float32).min
+  lse_all = jax.nn.logsumexp(jnp.where(valid, logits, low), axis=0)
+  lse_pos = jax.nn.logsumexp(jnp.where(positive, logits, low), axis=0)
+  return L.masked_mean(jnp.where(has_positive, lse_all - lse_pos, 0.0), has_positive)
 
 
 def pair_counts(out: dict) -> dict:
