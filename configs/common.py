@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
       # Retrieval gallery: the detections in shop images scoring at least this (queries: every
       # detection in a user image; the protocol keeps the best one per garment).
       "gallery_min_score": 0.3,
+      # Rank the gallery items of the query's category (the detector's class; the ground
+      # truth's with ground-truth boxes) before the others, each part by the match network.
+      "rank_within_category": False,
   })
   # l1..l5 of the paper (never published; 1 as re-implementations use) and the RPN terms.
   config.loss_weights = ml_collections.ConfigDict({

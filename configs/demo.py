@@ -41,18 +41,23 @@ def get_config():
   m.landmark_head.num_convs = 4
   m.match_head.channels = (64, 64, 64, 128)
   m.match_head.dim = 64
-  # The MN reads the paper's pose + class streams and the RoI's pixels at 56 x 56 through its
+  # The MN reads the paper's pose + class streams and the RoI's pixels at 28 x 28 through its
   # own convs (the motif's shape and scale); its gradient into the detector's shared features
   # scaled to 0.1 (at 1 the match loss cost the demo's detection, benchmarks/RESULTS.md).
   m.match_head.features = "landmark+box+crop"
-  m.match_head.crop_size = 56
-  m.match_head.crop_channels = (32, 48, 64, 64)
+  m.match_head.crop_size = 28
+  m.match_head.crop_channels = (32, 64, 64)
   m.match_head.feature_grad_scale = 0.1
   # A memory of the last 512 shop embeddings and the listwise match term over the batch and
   # the memory, from step 300 on (the embeddings drift less by then).
   m.match_head.memory_size = 512
   m.match_head.memory_start = 300
   config.loss_weights.match_list = 1.0
+  # Pairs from any products: a proxy family is one category, and batches of one category cost
+  # the detector its class head (box AP50 0.36 against 0.54 mixed, benchmarks/RESULTS.md).
+  config.data.pair_batches_by_category = False
+  # The gallery garments of the query's category first (the detector's class).
+  config.eval.rank_within_category = True
   m.detections.per_image = 20
   m.sampling.rpn_batch_per_image = 128
   m.sampling.rois_per_image = 64

@@ -46,6 +46,24 @@ def test_rank_with_a_gallery_smaller_than_k():
   np.testing.assert_allclose(val[0, 0], -0.01, atol=1e-5)
 
 
+def test_rank_within_category_puts_the_querys_category_first():
+  w, b = -np.ones(2, np.float32), 0.0
+  g = np.array([[0, 0], [1, 1], [2, 2], [5, 5]], np.float32)
+  q = np.array([[0.9, 0.9], [4.0, 4.0]], np.float32)
+  idx, _ = retrieval.rank(q, g, w, b, k=4)
+  np.testing.assert_array_equal(idx, [[1, 0, 2, 3], [3, 2, 1, 0]])
+  # gallery categories 1, 2, 1, 2: each query's category first, each part nearest first
+  idx, val = retrieval.rank(q, g, w, b, k=4, query_classes=[1, 1],
+                            gallery_classes=[1, 2, 1, 2])
+  np.testing.assert_array_equal(idx, [[0, 2, 1, 3], [2, 0, 3, 1]])
+  np.testing.assert_allclose(val[0, :2], [-1.62, -2.42], atol=1e-4)  # logits unchanged
+  records = retrieval.make_records(
+      [{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 2, "score": 1.0}],
+      [{"image_id": 10 + i, "bbox": [0, 0, 1, 1], "category_id": c, "score": 1.0}
+       for i, c in enumerate([1, 2, 1, 2])], q[:1], g, w, b, within_category=True)
+  assert records[0]["gallery_image_id"][:4] == [11, 13, 10, 12]
+
+
 # ---------------------------------------------------------------------------- protocol
 # Two user images (10, 11) and shop images 20 (pair 1), 21 (pair 1), 30 (pair 2).
 

@@ -35,8 +35,10 @@ def test_train_py_runs_and_resumes(tmp_path, capsys):  # and eval.py, predict, r
   assert res.returncode == 0, res.stderr[-3000:]
   metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
   assert set(metrics) == {"bbox", "segm", "landmarks_vis", "landmarks_vis_occ", "subsets",
-                          "retrieval", "retrieval_gt_boxes", "retrieval_diagnostics"}
+                          "retrieval", "retrieval_gt_boxes", "retrieval_diagnostics",
+                          "retrieval_reference", "retrieval_lift"}
   assert (workdir / "eval" / "results.json").exists() and "bbox" in res.stdout
+  assert "no-model reference rankers" in res.stdout
   assert (workdir / "eval" / "retrieval_results.json").exists() and "top20" in res.stdout
   assert "inference on 'validation'" in res.stderr  # the progress bar
 

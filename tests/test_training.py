@@ -52,7 +52,10 @@ def test_training_writes_everything(uninterrupted, tiny_config):
   metrics = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   tasks = ("bbox", "segm", "landmarks_vis", "landmarks_vis_occ")
   assert set(metrics) == {*tasks, "subsets", "retrieval", "retrieval_gt_boxes",
-                          "retrieval_diagnostics"}
+                          "retrieval_diagnostics", "retrieval_reference", "retrieval_lift"}
+  assert metrics["retrieval_lift"]["top1"] == round(
+      metrics["retrieval_gt_boxes"]["top1"]
+      - max(m["top1"] for m in metrics["retrieval_reference"].values()), 4)
   assert all(0.0 <= metrics[t]["AP50"] <= 1.0 for t in tasks)
   assert final["bbox_AP50"] == metrics["bbox"]["AP50"]
   assert final["retrieval_top20"] == metrics["retrieval"]["top20"]

@@ -15,9 +15,11 @@ DEFAULT_GALLERY_MIN_SCORE = 0.3  # configs without an `eval` section (older expo
 
 
 def retrieval_records(records: list[dict], embeddings: np.ndarray, sources: np.ndarray,
-                      similarity_params, gallery_min_score: float = 0.0, progress=None):
+                      similarity_params, gallery_min_score: float = 0.0, progress=None,
+                      within_category: bool = False):
   """Official retrieval result records, one at a time: every detection in a user image is a
-  query, ranked against the detections in shop images scoring at least `gallery_min_score`."""
+  query, ranked against the detections in shop images scoring at least `gallery_min_score`
+  (`within_category`: those of the query's predicted category first)."""
   def items(mask):
     sel = np.nonzero(mask)[0]
     out = []
@@ -31,7 +33,8 @@ def retrieval_records(records: list[dict], embeddings: np.ndarray, sources: np.n
   queries, q_emb = items(sources == int(schema.Source.USER))
   gallery, g_emb = items((sources == int(schema.Source.SHOP)) & (scores >= gallery_min_score))
   w, b = retrieval.similarity_vector(similarity_params)
-  return retrieval.iter_records(queries, gallery, q_emb, g_emb, w, b, progress=progress)
+  return retrieval.iter_records(queries, gallery, q_emb, g_emb, w, b, progress=progress,
+                                within_category=within_category)
 
 
 def _gt_of_source(predictions, source) -> tuple[list[dict], np.ndarray]:
@@ -40,10 +43,12 @@ def _gt_of_source(predictions, source) -> tuple[list[dict], np.ndarray]:
   return [predictions.gt_items[i] for i in sel], predictions.gt_embeddings[sel]
 
 
-def gt_retrieval_records(predictions, similarity_params, progress=None) -> list[dict]:
+def gt_retrieval_records(predictions, similarity_params, progress=None,
+                         within_category: bool = False) -> list[dict]:
   """Retrieval records with ground-truth boxes (the paper's "GT box" column): every garment of
   a user image is a query (category and box of its ground truth, score 1), ranked against every
-  garment of the shop images (style 0 included) by the match network on those boxes."""
+  garment of the shop images (style 0 included) by the match network on those boxes
+  (`within_category`: those of the query's ground-truth category first)."""
   def entries(items):
     return [{"image_id": it["image_id"], "bbox": it["bbox"], "category_id": it["category_id"],
              "score": 1.0} for it in items]
@@ -52,7 +57,7 @@ def gt_retrieval_records(predictions, similarity_params, progress=None) -> list[
   shops, g_emb = _gt_of_source(predictions, schema.Source.SHOP)
   w, b = retrieval.similarity_vector(similarity_params)
   return retrieval.make_records(entries(users), entries(shops), q_emb, g_emb, w, b,
-                                progress=progress)
+                                progress=progress, within_category=within_category)
 
 
 def pair_auc(predictions, similarity_params) -> float:
@@ -75,13 +80,16 @@ def evaluate_model(config, model, variables, split: str, out_dir: str, host=(0, 
   paths = {name: os.path.join(out_dir, name + ".json")
            for name in ("results", "retrieval_results", "retrieval_results_gt_boxes")}
   min_score = config.get("eval", {}).get("gallery_min_score", DEFAULT_GALLERY_MIN_SCORE)
+  within = bool(config.get("eval", {}).get("rank_within_category", False))
   pred = predictions.predict_split(config, model, variables, split, host=host, progress=progress,
                                    with_embeddings=True, records_path=paths["results"],
                                    gallery_min_score=min_score)
   similarity = variables["params"]["similarity"]
-  ret = retrieval_records(pred.records, pred.embeddings, pred.sources, similarity, min_score)
+  ret = retrieval_records(pred.records, pred.embeddings, pred.sources, similarity, min_score,
+                          within_category=within)
   for name, data in (("retrieval_results", ret),
-                     ("retrieval_results_gt_boxes", gt_retrieval_records(pred, similarity))):
+                     ("retrieval_results_gt_boxes",
+                      gt_retrieval_records(pred, similarity, within_category=within))):
     with results.JsonArrayWriter(paths[name]) as writer:
       writer.extend(data)
   metrics = scoring.score_file(config.data.dir, split, paths["results"],

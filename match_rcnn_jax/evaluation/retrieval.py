@@ -60,17 +60,25 @@ def pairwise_logits(queries, gallery, w, b):
   return matching.pairwise_logits(queries, gallery, jnp.asarray(w, jnp.float32), b)
 
 
+# Added to the logit of a gallery item of another category than the query's when ranking
+# within the category first: below every same-category item, in their own order after them.
+OTHER_CATEGORY = -1e4
+
+
 @functools.partial(jax.jit, static_argnames=("k",))
-def _block_top_k(queries, gallery, gallery_valid, w, b, k: int):
+def _block_top_k(queries, gallery, gallery_valid, w, b, query_classes, gallery_classes, k: int):
   logits = pairwise_logits(queries, gallery, w, b)
+  logits += jnp.where(query_classes[:, None] == gallery_classes[None, :], 0.0, OTHER_CATEGORY)
   logits = jnp.where(gallery_valid[None, :], logits, -jnp.inf)
   return jax.lax.top_k(logits, k)
 
 
 def rank(queries: np.ndarray, gallery: np.ndarray, w, b, k: int = NUM_RANKED,
-         block: int | None = None, progress=None,
-         block_mb: float = 256) -> tuple[np.ndarray, np.ndarray]:
-  """Top-k gallery indices [Q, k] and match logits [Q, k] of each query (best first).
+         block: int | None = None, progress=None, block_mb: float = 256,
+         query_classes=None, gallery_classes=None) -> tuple[np.ndarray, np.ndarray]:
+  """Top-k gallery indices [Q, k] and match logits [Q, k] of each query (best first); with
+  `query_classes` [Q] and `gallery_classes` [G], the gallery items of the query's category
+  first (their logits unchanged, the others' lowered by 10^4).
 
   Queries go through one compiled function in blocks of `block` (the last one padded; by
   default 1024, fewer where a block's logits against the gallery would pass `block_mb` MB:
@@ -94,12 +102,20 @@ def rank(queries: np.ndarray, gallery: np.ndarray, w, b, k: int = NUM_RANKED,
   val_out = np.full((n_q, k), -np.inf, np.float32)
   gal_d, valid_d = jnp.asarray(gal), jnp.asarray(valid)
   w = jnp.asarray(w, jnp.float32)
+  by_class = query_classes is not None and gallery_classes is not None
+  q_cls = np.zeros(n_q, np.int32) if not by_class else np.asarray(query_classes, np.int32)
+  g_cls = np.zeros(g_pad, np.int32)
+  if by_class:
+    g_cls[:n_g] = np.asarray(gallery_classes, np.int32)
+  g_cls = jnp.asarray(g_cls)
   for start in range(0, n_q, block):
     chunk = queries[start:start + block]
+    cls = q_cls[start:start + block]
     n = len(chunk)
     if n < block:
       chunk = np.concatenate([chunk, np.zeros((block - n, dim), np.float32)])
-    vals, idx = jax.device_get(_block_top_k(chunk, gal_d, valid_d, w, b, kk))
+      cls = np.concatenate([cls, np.zeros(block - n, np.int32)])
+    vals, idx = jax.device_get(_block_top_k(chunk, gal_d, valid_d, w, b, cls, g_cls, kk))
     vals, idx = vals[:n], idx[:n]
     found = min(kk, n_g)
     idx_out[start:start + n, :found] = idx[:, :found]
@@ -325,25 +341,32 @@ def _hits(record: dict, target_images: dict) -> list[bool]:
 
 
 def make_records(queries: list[dict], gallery: list[dict], query_emb: np.ndarray,
-                 gallery_emb: np.ndarray, w, b, progress=None) -> list[dict]:
+                 gallery_emb: np.ndarray, w, b, progress=None,
+                 within_category: bool = False) -> list[dict]:
   """Retrieval result records: for every query detection, its NUM_RANKED best gallery
   detections by match logit.
 
   queries / gallery: detections {'image_id', 'bbox' [x1, y1, x2, y2], 'category_id',
   'score'}; the embeddings are row-aligned with them. A gallery of fewer than NUM_RANKED
   items is padded by repeating its last ranked entry (the official format needs 20; a repeat
-  can never turn a miss into a hit). Empty when either side is empty.
+  can never turn a miss into a hit). Empty when either side is empty. `within_category`: the
+  gallery items of the query's category (its `category_id`) ranked first (`rank`).
   """
-  return list(iter_records(queries, gallery, query_emb, gallery_emb, w, b, progress))
+  return list(iter_records(queries, gallery, query_emb, gallery_emb, w, b, progress,
+                           within_category))
 
 
 def iter_records(queries: list[dict], gallery: list[dict], query_emb: np.ndarray,
-                 gallery_emb: np.ndarray, w, b, progress=None):
+                 gallery_emb: np.ndarray, w, b, progress=None, within_category: bool = False):
   """`make_records`, one record at a time (the ranking is done first, then each record is
   made as it is taken: a million queries' records need not be held at once)."""
   if not queries or not gallery:
     return
-  idx, _ = rank(query_emb, gallery_emb, w, b, NUM_RANKED, progress=progress)
+  classes = {}
+  if within_category:
+    classes = {"query_classes": [q["category_id"] for q in queries],
+               "gallery_classes": [g["category_id"] for g in gallery]}
+  idx, _ = rank(query_emb, gallery_emb, w, b, NUM_RANKED, progress=progress, **classes)
   for q, row in zip(queries, idx):
     row = [int(i) for i in row if i >= 0]
     row += [row[-1]] * (NUM_RANKED - len(row))
