@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from compare_torchvision import load_config  # benchmarks/: a config file -> its ConfigDict
 from PIL import Image
 
 from match_rcnn_jax.data import prepare
@@ -35,14 +36,6 @@ from match_rcnn_jax.evaluation import reference, retrieval
 BOUNDS = {"category_chance": 0.10, "colour_histogram": 0.15,
           "colour_histogram_category": 0.25}
 CNN_BOUND = 0.50
-
-
-def _load_config(path):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
 
 
 def _crop(path, box, size):
@@ -155,7 +148,7 @@ def main():
   parser.add_argument("--crop", type=int, default=32)
   parser.add_argument("--json", default="")
   args = parser.parse_args()
-  config = _load_config(args.config)
+  config = load_config(args.config)
   data_dir = prepare.resolve_data_dir(config, args.workdir)
   train_split, eval_split = config.data.train_split, config.data.eval_split
   out = {"config": args.config, "machine": platform.node(), "date": time.strftime("%Y-%m-%d")}

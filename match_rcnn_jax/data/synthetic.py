@@ -257,13 +257,12 @@ def _motif_threshold(motif: str, coverage: float) -> float:
   return _THRESHOLDS[key]
 
 
-def _motif_look(rng: np.random.Generator, palette=None, coverage=None) -> dict:
+def _motif_look(rng: np.random.Generator) -> dict:
   """A random appearance-mode look (a family's first product, or a style-0 garment)."""
-  if palette is None:
-    palette = rng.choice(len(_COLOURS), 2, replace=False)
+  palette = rng.choice(len(_COLOURS), 2, replace=False)
   return {"c1": tuple(int(v) for v in _COLOURS[palette[0]]),
           "c2": tuple(int(v) for v in _COLOURS[palette[1]]),
-          "coverage": float(coverage if coverage is not None else rng.uniform(0.15, 0.22)),
+          "coverage": float(rng.uniform(0.15, 0.22)),
           "motif": str(rng.choice(MOTIFS)), "period": float(rng.choice(_PERIODS)),
           "placement": str(rng.choice(_PLACEMENTS)), "flare": float(rng.choice(_FLARES))}
 

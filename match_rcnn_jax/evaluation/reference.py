@@ -88,19 +88,18 @@ def hit_lists(query_gt: list[dict], gallery_gt: list[dict]) -> list[np.ndarray]:
   """Per query item, the gallery indices that count as hits under the protocol's rule (an entry
   in a target image whose box has IoU >= 0.5 with a target box of that image); empty for
   style 0."""
-  targets, by_image = {}, {}
+  targets = retrieval.target_boxes(gallery_gt)
+  by_image = {}
   for j, g in enumerate(gallery_gt):
-    targets.setdefault((g["pair_id"], g["style"]), {}).setdefault(
-        g["gallery_image_id"], []).append(g["bbox"])
     by_image.setdefault(g["gallery_image_id"], []).append(j)
   out = []
   for q in query_gt:
     hits = []
     if q["style"] > 0:
       for image_id, boxes in targets.get((q["pair_id"], q["style"]), {}).items():
-        for j in by_image[image_id]:
-          if retrieval.iou_matrix([gallery_gt[j]["bbox"]], boxes).max() >= retrieval.HIT_IOU:
-            hits.append(j)
+        rows = by_image[image_id]
+        iou = retrieval.iou_matrix([gallery_gt[j]["bbox"] for j in rows], boxes)
+        hits += [j for j, best in zip(rows, iou.max(1)) if best >= retrieval.HIT_IOU]
     out.append(np.asarray(sorted(hits), np.int64))
   return out
 

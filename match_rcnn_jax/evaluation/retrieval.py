@@ -229,9 +229,7 @@ def query_results(query_gt: list[dict], gallery_gt: list[dict], records) -> list
     key = (d["query_image_id"], j)
     if key not in best or d["query_score"] > best[key]["query_score"]:  # first of equal scores
       best[key] = d
-  targets = defaultdict(lambda: defaultdict(list))  # (pair_id, style) -> image id -> boxes
-  for g in gallery_gt:
-    targets[g["pair_id"], g["style"]][g["gallery_image_id"]].append(g["bbox"])
+  targets = target_boxes(gallery_gt)
   out = []
   for image_id, items in gt_by_image.items():
     for j, item in enumerate(items):
@@ -244,6 +242,14 @@ def query_results(query_gt: list[dict], gallery_gt: list[dict], records) -> list
         out.append(QueryResult(item, d, _hits(d, targets.get(
             (item["pair_id"], item["style"]), {}))))
   return out
+
+
+def target_boxes(gallery_gt: list[dict]) -> dict:
+  """{(pair_id, style): {gallery image id: [boxes]}}: where each product's targets are."""
+  targets = defaultdict(lambda: defaultdict(list))
+  for g in gallery_gt:
+    targets[g["pair_id"], g["style"]][g["gallery_image_id"]].append(g["bbox"])
+  return targets
 
 
 def top_k(results: list[QueryResult]) -> dict:

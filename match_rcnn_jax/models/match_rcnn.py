@@ -320,13 +320,14 @@ class MatchRCNN(nn.Module):
       emb = self.embed_boxes(images, pyramid, boxes, train=train, mask=valid)  # [N, R, D]
       # Every shop RoI of the global batch against every user RoI: [P R, P R].
       shop_emb, user_emb = tgt.shop_rows(emb), tgt.user_rows(emb)
-      out["pair_logits"] = self.similarity.pairwise(shop_emb, user_emb)
-      out["pair_labels"], out["pair_valid"] = tgt.pair_batch(targets["pair_id"],
-                                                             targets["styles"], matched, valid)
       keys = tgt.roi_keys(targets["pair_id"], targets["styles"], matched)
+      shop_key, shop_valid = tgt.shop_rows(keys), tgt.shop_rows(valid)
       user_key, user_valid = tgt.user_rows(keys), tgt.user_rows(valid)
+      out["pair_logits"] = self.similarity.pairwise(shop_emb, user_emb)
+      out["pair_labels"], out["pair_valid"] = tgt.pair_targets(
+          shop_key[:, 0], shop_key[:, 1], shop_valid, user_key[:, 0], user_key[:, 1], user_valid)
       out["match_shop_emb"] = shop_emb  # what a memory of shop embeddings keeps
-      out["match_shop_key"], out["match_shop_valid"] = tgt.shop_rows(keys), tgt.shop_rows(valid)
+      out["match_shop_key"], out["match_shop_valid"] = shop_key, shop_valid
       if "memory_emb" in targets:  # earlier steps' shop embeddings (training.step's memory)
         out["memory_logits"] = self.similarity.pairwise(targets["memory_emb"], user_emb)
         key = targets["memory_key"]

@@ -217,13 +217,3 @@ def roi_keys(pair_id, styles, matched):
   roi_styles = jnp.take_along_axis(styles.astype(jnp.int32), matched, axis=1)
   ids = jnp.broadcast_to(pair_id.astype(jnp.int32)[:, None], matched.shape)
   return jax.lax.stop_gradient(jnp.stack([ids, roi_styles], -1))
-
-
-def pair_batch(pair_id, styles, matched, valid):
-  """`pair_targets` of a batch of (shop, user) image pairs (images 2p and 2p + 1): every shop
-  RoI against every user RoI. pair_id [2P]; styles [2P, M] of the GT items; matched / valid
-  [2P, R] of the MN's RoIs. Returns (labels [P R, P R], valid [P R, P R])."""
-  keys = roi_keys(pair_id, styles, matched)
-  shop, user = shop_rows(keys), user_rows(keys)
-  return pair_targets(shop[:, 0], shop[:, 1], shop_rows(valid),
-                      user[:, 0], user[:, 1], user_rows(valid))
