@@ -76,7 +76,10 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
                    "mask_rois_per_image": 128, "landmark_rois_per_image": 64,
                    # The matching network's RoIs: each image's GT boxes, plus this many
                    # sampled RoIs that overlap their GT with IoU >= match_fg_iou.
-                   "pair_rois_per_image": 8, "match_fg_iou": 0.7},
+                   "pair_rois_per_image": 8, "match_fg_iou": 0.7,
+                   # the side batch's crop pairs (config.data.crop_pairs): each crop's box
+                   # sides moved by up to this share of its size
+                   "crop_pair_jitter": 0.1},
   })
 
 

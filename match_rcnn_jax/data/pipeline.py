@@ -37,8 +37,9 @@ def _host() -> tuple[int, int]:
 
 
 def read_split(data_dir: str, split: str, shuffle: bool, seed: int,
-               host: tuple[int, int] | None = None) -> tf.data.Dataset:
-  """Raw TFDS examples of this host's share of the split's files."""
+               host: tuple[int, int] | None = None, decoders=None) -> tf.data.Dataset:
+  """Raw TFDS examples of this host's share of the split's files (`decoders`: TFDS's, e.g.
+  to skip decoding the masks)."""
   builder = tfrecords.load_builder(data_dir, split)
   index, count = host if host is not None else _host()
   num_shards = len(builder.info.splits[split].shard_lengths)
@@ -50,7 +51,8 @@ def read_split(data_dir: str, split: str, shuffle: bool, seed: int,
       shuffle_seed=seed, interleave_cycle_length=min(4, max(1, num_shards // count)),
       input_context=tf.distribute.InputContext(num_input_pipelines=count,
                                                input_pipeline_id=index))
-  return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+  return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                            decoders=decoders)
 
 
 def _preprocess(cfg, train: bool, with_masks: bool):

@@ -137,7 +137,7 @@ class MatchRCNN(nn.Module):
       if size != 7:
         f = size // 7
         x = x.astype(jnp.float32).reshape(n, 7, f, 7, f, x.shape[-1]).mean((2, 4))
-      parts.append(x.astype(pooled7.dtype))
+      parts.append(x.astype(DTYPES[self.config.dtype]))
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)
 
   def embed_boxes(self, images, pyramid, boxes, train: bool = False, mask=None,
@@ -167,6 +167,32 @@ class MatchRCNN(nn.Module):
     x = self.match_input(pooled7, lm, mk, pixels, crop)
     emb = self.embed(x, train=train, mask=None if mask is None else mask.reshape(-1))
     return emb.reshape(b, r, -1)
+
+  def embed_with_crop_pairs(self, images, boxes, valid, crop_pairs, crop_boxes, train: bool):
+    """MN embeddings of boxes [B, R, 4] of `images` ([B, R, D]) and of the side batch's
+    crop pairs [K, 2, S, S, 3] ([K, 2, D]; `data.crop_pairs`), in one call, so the MN's
+    BatchNorm sees both: each crop pooled at `crop_size` by the RoIAlign of inference in its
+    garment's box (crop_boxes [K, 2, 4]) moved by up to `sampling.crop_pair_jitter` of its
+    side, half of them mirrored. The MN must read the crop stream only."""
+    if self.match_streams != ("crop",):
+      raise ValueError("data.crop_pairs > 0 needs model.match_head.features='crop' (the side "
+                       "batch has pixels only, no FPN features), got "
+                       f"{'+'.join(self.match_streams)!r}")
+    b, r = boxes.shape[:2]
+    k, size = crop_pairs.shape[0], crop_pairs.shape[2]
+    c = self.crop_size
+    rng_box, rng_flip = jax.random.split(self.make_rng("sampling"))
+    roi_pixels = self.pool_pixels(images, boxes, c).reshape(b * r, c, c, 3)
+    side_boxes = tgt.crop_pair_boxes(rng_box, crop_boxes.reshape(2 * k, 4),
+                                     self.config.sampling.get("crop_pair_jitter", 0.1))
+    side = self.pool_pixels(crop_pairs.reshape(2 * k, size, size, 3), side_boxes[:, None], c)
+    side = side[:, 0]
+    flip = jax.random.bernoulli(rng_flip, 0.5, (2 * k, 1, 1, 1))
+    side = jnp.where(flip, side[:, :, ::-1], side)
+    x = self.crop_features(jnp.concatenate([roi_pixels, side.astype(roi_pixels.dtype)], 0))
+    mask = jnp.concatenate([valid.reshape(-1), jnp.ones((2 * k,), bool)])
+    emb = self.embed(self.match_input(None, crop7=x), train=train, mask=mask)
+    return emb[:b * r].reshape(b, r, -1), emb[b * r:].reshape(k, 2, -1)
 
   def initialize(self, images):
     """Touches every submodule once without the (slow to compile) proposal and NMS code, so
@@ -317,12 +343,25 @@ class MatchRCNN(nn.Module):
 
     if "pair_id" in targets:  # the batch is (shop, user) image pairs: the matching network
       boxes, matched, valid = tgt.match_roi_batch(gt_boxes, gt_valid, rois, t)
-      emb = self.embed_boxes(images, pyramid, boxes, train=train, mask=valid)  # [N, R, D]
+      if "crop_pairs" in targets:  # the side batch of GT crop pairs (data.crop_pairs)
+        emb, side = self.embed_with_crop_pairs(images, boxes, valid, targets["crop_pairs"],
+                                               targets["crop_pair_boxes"], train)
+      else:
+        emb = self.embed_boxes(images, pyramid, boxes, train=train, mask=valid)  # [N, R, D]
       # Every shop RoI of the global batch against every user RoI: [P R, P R].
       shop_emb, user_emb = tgt.shop_rows(emb), tgt.user_rows(emb)
       keys = tgt.roi_keys(targets["pair_id"], targets["styles"], matched)
       shop_key, shop_valid = tgt.shop_rows(keys), tgt.shop_rows(valid)
       user_key, user_valid = tgt.user_rows(keys), tgt.user_rows(valid)
+      if "crop_pairs" in targets:  # the crop pairs as more shop rows and user rows
+        side_key = targets["crop_pair_key"].astype(jnp.int32)
+        ones = jnp.ones((side.shape[0],), bool)
+        shop_emb = jnp.concatenate([shop_emb, side[:, 0]], 0)
+        user_emb = jnp.concatenate([user_emb, side[:, 1]], 0)
+        shop_key = jnp.concatenate([shop_key, side_key], 0)
+        user_key = jnp.concatenate([user_key, side_key], 0)
+        shop_valid = jnp.concatenate([shop_valid, ones], 0)
+        user_valid = jnp.concatenate([user_valid, ones], 0)
       out["pair_logits"] = self.similarity.pairwise(shop_emb, user_emb)
       out["pair_labels"], out["pair_valid"] = tgt.pair_targets(
           shop_key[:, 0], shop_key[:, 1], shop_valid, user_key[:, 0], user_key[:, 1], user_valid)

@@ -201,6 +201,16 @@ def match_roi_batch(gt_boxes, gt_valid, rois, t):
       gt_boxes, gt_valid, rois)
 
 
+def crop_pair_boxes(rng, boxes, jitter: float):
+  """boxes [n, 4] (x1, y1, x2, y2) with each side moved by a uniform draw in +-`jitter` of the
+  box's width (x) or height (y): the offsets of a detection around its garment (jitter 0.1:
+  IoU about 0.7 at the worst draws)."""
+  boxes = jnp.asarray(boxes, jnp.float32)
+  size = jnp.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, -1)
+  shift = jax.random.uniform(rng, boxes.shape, minval=-jitter, maxval=jitter) * size
+  return jax.lax.stop_gradient(boxes + shift)
+
+
 def shop_rows(x):
   """The rows of the shop images (2p) of a pair batch [2P, R, ...] -> [P R, ...]."""
   return x[0::2].reshape(-1, *x.shape[2:])

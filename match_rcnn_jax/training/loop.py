@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from match_rcnn_jax import backend
-from match_rcnn_jax.data import pipeline, prepare
+from match_rcnn_jax.data import crop_pairs, pipeline, prepare
 from match_rcnn_jax.models import match_rcnn
 from match_rcnn_jax.training import checkpoints, optim
 from match_rcnn_jax.training import step as step_lib
@@ -53,6 +53,25 @@ def _batches(config, host, start_step: int):
   if start_step:
     ds = ds.skip(start_step)  # the data position of a resumed run
   return pipeline.as_numpy(ds)
+
+
+def _crop_pair_sampler(config, host):
+  """None, or step -> this host's share of the step's side batch of GT crop pairs
+  (`data.crop_pairs`, `data.crop_pairs.CropBank`), the same for a step whether resumed or not."""
+  pairs = int(config.data.get("crop_pairs", 0))
+  if pairs <= 0:
+    return None
+  if pairs % jax.device_count():
+    raise ValueError(f"data.crop_pairs ({pairs}) must be a multiple of the device count "
+                     f"({jax.device_count()})")
+  bank = crop_pairs.CropBank.from_split(config.data, config.data.train_split,
+                                        int(config.data.crop_pairs_size), host=host)
+  print(f"crop pairs: {len(bank.crops)} garment crops of {len(bank.products)} products with "
+        f"shop and user crops in {len(bank.groups)} pair_id groups, {pairs} pairs a step",
+        flush=True)
+  local, per_group = pairs // host[1], int(config.data.crop_pairs_per_group)
+  return lambda step: bank.sample(np.random.default_rng((config.seed, host[0], step)), local,
+                                  per_group)
 
 
 def init_variables(config, model, rng):
@@ -125,11 +144,15 @@ def train(config, workdir: str) -> dict:
   lr_fn = optim.schedule(config.optimizer, total)
   logger = _Logger(workdir, total, 2 * config.pairs_per_batch)
   batches = _batches(config, host, start)
+  side = _crop_pair_sampler(config, host)
   metrics = {}
   stop = min(total, config.train.stop_at) if config.train.stop_at else total
   compiled = None
   for step in range(start, stop):
-    batch = global_batch(next(batches), data_sharding)
+    local = next(batches)
+    if side is not None:
+      local = {**local, **side(step)}
+    batch = global_batch(local, data_sharding)
     if compiled is None:  # compiled ahead of the first step: every step has these shapes
       compiled = train_step.lower(state, batch).compile()
       # The memory the compiler freed goes back before the step's temporaries are allocated

@@ -70,10 +70,15 @@ def write_memory(memory: dict, emb, key, valid) -> dict:
           "next": (memory["next"] + emb.shape[0]) % size}
 
 
+CROP_PAIR_KEYS = ("crop_pairs", "crop_pair_key", "crop_pair_boxes")  # data.crop_pairs > 0
+
+
 def flatten_pairs(batch: dict) -> tuple[jnp.ndarray, dict, jnp.ndarray]:
-  """A pair batch [P, 2, ...] -> images [2P, ...], targets, image sizes [2P, 2]."""
+  """A pair batch [P, 2, ...] -> images [2P, ...], targets, image sizes [2P, 2]; the side
+  batch of crop pairs (`data.crop_pairs`), where present, passes as it is."""
   flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
   targets = {k: flat(batch[k]) for k in TARGET_KEYS}
+  targets.update({k: batch[k] for k in CROP_PAIR_KEYS if k in batch})
   return flat(batch["image"]), targets, flat(batch["image_info"])[:, 4:6]
 
 
