@@ -56,7 +56,8 @@ def test_bank_samples_shop_and_user_crops_by_group():
   assert keys[0, 0] == keys[1, 0] != keys[2, 0] == keys[3, 0]
   assert len({tuple(k) for k in keys}) == 4
   for (pid, style), pair in zip(keys, out["crop_pairs"]):
-    shop_row, user_row = round(float(pair[0, 0, 0, 0])), round(float(pair[1, 0, 0, 0]))  # normalised = row
+    # normalised with mean 0 and std 1 / 255: the row index
+    shop_row, user_row = round(float(pair[0, 0, 0, 0])), round(float(pair[1, 0, 0, 0]))
     assert rows[shop_row] == ((pid, style), True) and rows[user_row] == ((pid, style), False)
   again = bank.sample(np.random.default_rng(0), pairs=4, per_group=2)
   np.testing.assert_array_equal(again["crop_pairs"], out["crop_pairs"])
