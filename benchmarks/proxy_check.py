@@ -166,7 +166,6 @@ def train_mn(config, bank, seconds, seed=0, infonce=False):
                    optax.adamw(config.optimizer.learning_rate, weight_decay=1e-4))
   opt = tx.init(params)
   size, crop = bank.size, model.config.match_head.crop_size
-  jitter = config.model.sampling.crop_pair_jitter
 
   def embed(module, pixels, train):
     x = module.match_input(None, crop7=module.crop_features(pixels))
@@ -177,10 +176,7 @@ def train_mn(config, bank, seconds, seed=0, infonce=False):
 
   def loss_fn(p, st, x, boxes, key, rng):
     k = x.shape[0]
-    moved = tgt.crop_pair_boxes(rng, boxes.reshape(2 * k, 4), jitter)
-    pixels = pool(x.reshape(2 * k, size, size, 3), moved)
-    flip = jax.random.bernoulli(jax.random.fold_in(rng, 1), 0.5, (2 * k, 1, 1, 1))
-    pixels = jnp.where(flip, pixels[:, :, ::-1], pixels)
+    pixels = model.apply({"params": p}, rng, x, boxes, method=match_rcnn.MatchRCNN.crop_pair_pixels)
     emb, upd = model.apply({"params": p, "batch_stats": st}, pixels, True,
                            method=embed, mutable=["batch_stats"])
     emb = emb.reshape(k, 2, -1)

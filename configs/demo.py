@@ -6,10 +6,11 @@ on a 2-core CPU.
 Makes the synthetic dataset in `runs/demo/data` when absent (2048 training and 448 held-out
 images at 160 px, the `appearance` mode: products told apart by motif, scale, placement and
 outline, not by colour), converts it, trains a ResNet-18 (half width, GroupNorm) FPN Match
-R-CNN at 160 x 160 from scratch with (shop, user) pair batches, printing a progress line with
-every loss, then evaluates it on the held-out split (box / mask / landmark AP, per-subset
-tables, retrieval top-k beside the no-model reference rankers) and draws its predictions and
-retrievals on held-out images in `runs/demo/eval/`.
+R-CNN at 160 x 160 from scratch with (shop, user) pair batches and a side batch of
+ground-truth crop pairs for the matching network, printing a progress line with every loss,
+then evaluates it on the held-out split (box / mask / landmark AP, per-subset tables, retrieval
+top-k beside the no-model reference rankers) and draws its predictions and retrievals on
+held-out images in `runs/demo/eval/`.
 """
 
 from configs import common
@@ -43,17 +44,21 @@ def get_config():
   m.landmark_head.num_convs = 4
   m.match_head.channels = (64, 64, 64, 128)
   m.match_head.dim = 64
-  # The MN reads the paper's pose + class streams and the RoI's pixels at 28 x 28 through its
-  # own convs (the motif's shape and scale); its gradient into the detector's shared features
-  # scaled to 0.1 (at 1 the match loss cost the demo's detection, benchmarks/RESULTS.md).
-  m.match_head.features = "landmark+box+crop"
+  # The MN reads the RoI's pixels at 28 x 28 through its own convs (the motif's shape and
+  # scale), not the detector's features, so its loss leaves the detector alone; besides the
+  # batch's RoIs it ranks a side batch of 32 (shop, user) ground-truth crop pairs a step,
+  # 4 products of a pair_id group (a proxy family) at a time (data.crop_pairs): the 2 image
+  # pairs of a step hold about 12 positive RoI pairs, too few to learn from
+  # (benchmarks/RESULTS.md section 13).
+  m.match_head.features = "crop"
   m.match_head.crop_size = 28
   m.match_head.crop_channels = (32, 64, 64)
-  m.match_head.feature_grad_scale = 0.1
-  # A memory of the last 512 shop embeddings and the listwise match term over the batch and
-  # the memory, from step 300 on (the embeddings drift less by then).
-  m.match_head.memory_size = 512
-  m.match_head.memory_start = 300
+  config.data.crop_pairs = 32
+  config.data.crop_pairs_per_group = 4
+  # A memory of the last 1024 shop embeddings (about 18 steps of RoIs and crop pairs) and the
+  # listwise match term over the batch and the memory, from step 100 on.
+  m.match_head.memory_size = 1024
+  m.match_head.memory_start = 100
   config.loss_weights.match_list = 1.0
   # Pairs from any products: a proxy family is one category, and batches of one category cost
   # the detector its class head (box AP50 0.36 against 0.54 mixed, benchmarks/RESULTS.md).

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from match_rcnn_jax import ops
 from match_rcnn_jax.data import crop_pairs
 from match_rcnn_jax.models import match_rcnn
 from match_rcnn_jax.models import targets as tgt
@@ -132,3 +133,32 @@ def test_train_forward_ranks_the_crop_pairs_beside_the_rois():
         v, jnp.zeros((n, 128, 128, 3)), targets, train=True,
         rngs={"sampling": jax.random.PRNGKey(0)}, mutable=["batch_stats"]),
         match_rcnn.variable_shapes(paper_model, (128, 128)))
+
+
+def test_crop_pair_pixels_pool_the_box_mirror_half_and_change_colour():
+  cfg = tiny.get_config().model
+  cfg.match_head.features = "crop"
+  cfg.sampling.crop_pair_jitter = 0.0
+  k, size, c = 8, 24, cfg.match_head.crop_size
+  crops = jax.random.normal(jax.random.PRNGKey(2), (k, 2, size, size, 3))
+  boxes = jnp.tile(jnp.asarray(crop_pairs.gt_box_in_crop(size)), (k, 2, 1))
+
+  def pixels(model_cfg):
+    return np.asarray(match_rcnn.build(model_cfg).apply(
+        {}, jax.random.PRNGKey(0), crops, boxes, method=match_rcnn.MatchRCNN.crop_pair_pixels))
+  out = pixels(cfg)
+  assert out.shape == (2 * k, c, c, 3)
+  r = cfg.roi_align
+  ref = np.asarray(ops.roi_align(crops.reshape(2 * k, size, size, 3),
+                                 boxes.reshape(2 * k, 1, 4), c, 1.0, r.sampling_ratio,
+                                 r.aligned))[:, 0]
+  same = np.isclose(out, ref, atol=1e-5).all((1, 2, 3))
+  mirrored = np.isclose(out, ref[:, :, ::-1], atol=1e-5).all((1, 2, 3))
+  assert (same | mirrored).all() and same.any() and mirrored.any()
+
+  cfg.sampling.crop_pair_colour = 0.25
+  coloured = pixels(cfg)
+  mean, std = np.asarray(cfg.pixel_mean), np.asarray(cfg.pixel_std)
+  level = coloured * std + mean
+  assert level.min() >= -1e-5 and level.max() <= 1 + 1e-5  # gains clipped to [0, 1]
+  assert np.abs(coloured - out).max() > 0.05  # each crop's colours changed

@@ -169,27 +169,47 @@ class MatchRCNN(nn.Module):
     emb = self.embed(x, train=train, mask=None if mask is None else mask.reshape(-1))
     return emb.reshape(b, r, -1)
 
+  def crop_pair_pixels(self, rng, crop_pairs, crop_boxes):
+    """The side batch's crops [K, 2, S, S, 3] (normalised) as the crop stream's input
+    [2K, crop_size, crop_size, 3]: each pooled by the RoIAlign of inference in its garment's
+    box (crop_boxes [K, 2, 4]) moved by up to `sampling.crop_pair_jitter` of its side, half
+    mirrored, and with `sampling.crop_pair_colour` > 0 each channel's intensity (in [0, 1])
+    scaled by a factor in [1 - colour, 1 + colour] and raised to a gamma in the same range."""
+    k, size = crop_pairs.shape[0], crop_pairs.shape[2]
+    t = self.config.sampling
+    rng_box, rng_flip, rng_gain, rng_gamma = jax.random.split(rng, 4)
+    boxes = tgt.crop_pair_boxes(rng_box, crop_boxes.reshape(2 * k, 4),
+                                t.get("crop_pair_jitter", 0.1))
+    x = self.pool_pixels(crop_pairs.reshape(2 * k, size, size, 3), boxes[:, None],
+                         self.crop_size)[:, 0]
+    flip = jax.random.bernoulli(rng_flip, 0.5, (2 * k, 1, 1, 1))
+    x = jnp.where(flip, x[:, :, ::-1], x)
+    colour = t.get("crop_pair_colour", 0.0)
+    if colour > 0:
+      mean = jnp.asarray(self.config.pixel_mean, jnp.float32)
+      std = jnp.asarray(self.config.pixel_std, jnp.float32)
+      gain = jax.random.uniform(rng_gain, (2 * k, 1, 1, 3), minval=1 - colour,
+                                maxval=1 + colour)
+      gamma = jax.random.uniform(rng_gamma, (2 * k, 1, 1, 1), minval=1 - colour,
+                                 maxval=1 + colour)
+      level = jnp.clip((x * std + mean) * gain, 0.0, 1.0) ** gamma
+      x = jax.lax.stop_gradient((level - mean) / std)
+    return x
+
   def embed_with_crop_pairs(self, images, boxes, valid, crop_pairs, crop_boxes, train: bool):
     """MN embeddings of boxes [B, R, 4] of `images` ([B, R, D]) and of the side batch's
     crop pairs [K, 2, S, S, 3] ([K, 2, D]; `data.crop_pairs`), in one call, so the MN's
-    BatchNorm sees both: each crop pooled at `crop_size` by the RoIAlign of inference in its
-    garment's box (crop_boxes [K, 2, 4]) moved by up to `sampling.crop_pair_jitter` of its
-    side, half of them mirrored. The MN must read the crop stream only."""
+    BatchNorm sees both (the crops prepared by `crop_pair_pixels`). The MN must read the crop
+    stream only."""
     if self.match_streams != ("crop",):
       raise ValueError("data.crop_pairs > 0 needs model.match_head.features='crop' (the side "
                        "batch has pixels only, no FPN features), got "
                        f"{'+'.join(self.match_streams)!r}")
     b, r = boxes.shape[:2]
-    k, size = crop_pairs.shape[0], crop_pairs.shape[2]
+    k = crop_pairs.shape[0]
     c = self.crop_size
-    rng_box, rng_flip = jax.random.split(self.make_rng("sampling"))
     roi_pixels = self.pool_pixels(images, boxes, c).reshape(b * r, c, c, 3)
-    side_boxes = tgt.crop_pair_boxes(rng_box, crop_boxes.reshape(2 * k, 4),
-                                     self.config.sampling.get("crop_pair_jitter", 0.1))
-    side = self.pool_pixels(crop_pairs.reshape(2 * k, size, size, 3), side_boxes[:, None], c)
-    side = side[:, 0]
-    flip = jax.random.bernoulli(rng_flip, 0.5, (2 * k, 1, 1, 1))
-    side = jnp.where(flip, side[:, :, ::-1], side)
+    side = self.crop_pair_pixels(self.make_rng("sampling"), crop_pairs, crop_boxes)
     x = self.crop_features(jnp.concatenate([roi_pixels, side.astype(roi_pixels.dtype)], 0))
     mask = jnp.concatenate([valid.reshape(-1), jnp.ones((2 * k,), bool)])
     emb = self.embed(self.match_input(None, crop7=x), train=train, mask=mask)
