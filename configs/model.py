@@ -53,14 +53,13 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       # (matching.FEATURE_STREAMS: box = the paper's "class", landmark = "pose", mask = "mask";
       # beyond the paper "image", the RoI's 7 x 7 pixels, and "crop", the RoI's pixels at
       # crop_size through the stream's own convs, crop_channels: one at full size, one per
-      # halving down to 7, each followed by crop_convs_per_level - 1 more at its size). The
-      # default is the paper's best, "pose+class", trained end to end
+      # halving down to 7). The default is the paper's best, "pose+class", trained end to end
       # as the paper does: feature_grad_scale is the share of the MN's gradient that reaches
       # the features it reads (the backbone, FPN and PN convs; 1 = end to end, 0 = the MN on
       # fixed features).
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
                      "features": "landmark+box", "norm": "batch",
-                     "crop_size": 28, "crop_channels": (32, 64, 64), "crop_convs_per_level": 1,
+                     "crop_size": 28, "crop_channels": (32, 64, 64),
                      "feature_grad_scale": 1.0,
                      # memory_size > 0: the train state keeps the shop embeddings of recent
                      # steps (training.step), the listwise match term's extra negatives from
@@ -79,9 +78,8 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
                    # sampled RoIs that overlap their GT with IoU >= match_fg_iou.
                    "pair_rois_per_image": 8, "match_fg_iou": 0.7,
                    # the side batch's crop pairs (config.data.crop_pairs): each crop's box
-                   # sides moved by up to this share of its size; colour > 0: each channel's
-                   # gain and the gamma drawn in [1 - colour, 1 + colour]
-                   "crop_pair_jitter": 0.1, "crop_pair_colour": 0.0},
+                   # sides moved by up to this share of its size
+                   "crop_pair_jitter": 0.1},
   })
 
 

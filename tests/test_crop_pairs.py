@@ -135,7 +135,7 @@ def test_train_forward_ranks_the_crop_pairs_beside_the_rois():
         match_rcnn.variable_shapes(paper_model, (128, 128)))
 
 
-def test_crop_pair_pixels_pool_the_box_mirror_half_and_change_colour():
+def test_crop_pair_pixels_pool_the_box_and_mirror_half():
   cfg = tiny.get_config().model
   cfg.match_head.features = "crop"
   cfg.sampling.crop_pair_jitter = 0.0
@@ -155,10 +155,3 @@ def test_crop_pair_pixels_pool_the_box_mirror_half_and_change_colour():
   same = np.isclose(out, ref, atol=1e-5).all((1, 2, 3))
   mirrored = np.isclose(out, ref[:, :, ::-1], atol=1e-5).all((1, 2, 3))
   assert (same | mirrored).all() and same.any() and mirrored.any()
-
-  cfg.sampling.crop_pair_colour = 0.25
-  coloured = pixels(cfg)
-  mean, std = np.asarray(cfg.pixel_mean), np.asarray(cfg.pixel_std)
-  level = coloured * std + mean
-  assert level.min() >= -1e-5 and level.max() <= 1 + 1e-5  # gains clipped to [0, 1]
-  assert np.abs(coloured - out).max() > 0.05  # each crop's colours changed

@@ -76,13 +76,6 @@ def test_crop_stream_shapes_and_gradient():
   big = matching.CropStream(channels=(8, 8, 8, 8))
   assert big.apply(big.init(jax.random.PRNGKey(0), jnp.zeros((1, 56, 56, 3))),
                    jnp.zeros((1, 56, 56, 3))).shape == (1, 7, 7, 8)
-  # two convs per level: the second at the level's size, stride 1
-  deep = matching.CropStream(channels=(8, 16, 12), convs_per_level=2)
-  deep_params = deep.init(jax.random.PRNGKey(0), x)["params"]
-  assert sorted(k for k in deep_params if k.startswith("conv")) == [
-      "conv1", "conv1_2", "conv2", "conv2_2", "conv3", "conv3_2"]
-  assert deep_params["conv2_2"]["kernel"].shape == (3, 3, 16, 16)
-  assert deep.apply({"params": deep_params}, x).shape == (3, 7, 7, 12)
   with pytest.raises(ValueError, match="7 \\* 2\\^k"):
     stream.init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 3)))
   with pytest.raises(ValueError, match="needs 3 entries"):

@@ -61,8 +61,7 @@ class MatchRCNN(nn.Module):
     self.crop_size = int(c.match_head.get("crop_size", 28))
     if "crop" in self.match_streams:
       self.crop_stream = matching.CropStream(
-          channels=tuple(c.match_head.get("crop_channels", (32, 64, 64))),
-          convs_per_level=int(c.match_head.get("crop_convs_per_level", 1)), dtype=dtype,
+          channels=tuple(c.match_head.get("crop_channels", (32, 64, 64))), dtype=dtype,
           conv_impl=impl)
     for stream, size in (("landmark", c.landmark_head.roi_size),
                          ("mask", c.mask_head.roi_size)):
@@ -173,28 +172,16 @@ class MatchRCNN(nn.Module):
     """The side batch's crops [K, 2, S, S, 3] (normalised) as the crop stream's input
     [2K, crop_size, crop_size, 3]: each pooled by the RoIAlign of inference in its garment's
     box (crop_boxes [K, 2, 4]) moved by up to `sampling.crop_pair_jitter` of its side, half
-    mirrored, and with `sampling.crop_pair_colour` > 0 each channel's intensity (in [0, 1])
-    scaled by a factor in [1 - colour, 1 + colour] and raised to a gamma in the same range."""
+    mirrored."""
     k, size = crop_pairs.shape[0], crop_pairs.shape[2]
     t = self.config.sampling
-    rng_box, rng_flip, rng_gain, rng_gamma = jax.random.split(rng, 4)
+    rng_box, rng_flip = jax.random.split(rng)
     boxes = tgt.crop_pair_boxes(rng_box, crop_boxes.reshape(2 * k, 4),
                                 t.get("crop_pair_jitter", 0.1))
     x = self.pool_pixels(crop_pairs.reshape(2 * k, size, size, 3), boxes[:, None],
                          self.crop_size)[:, 0]
     flip = jax.random.bernoulli(rng_flip, 0.5, (2 * k, 1, 1, 1))
-    x = jnp.where(flip, x[:, :, ::-1], x)
-    colour = t.get("crop_pair_colour", 0.0)
-    if colour > 0:
-      mean = jnp.asarray(self.config.pixel_mean, jnp.float32)
-      std = jnp.asarray(self.config.pixel_std, jnp.float32)
-      gain = jax.random.uniform(rng_gain, (2 * k, 1, 1, 3), minval=1 - colour,
-                                maxval=1 + colour)
-      gamma = jax.random.uniform(rng_gamma, (2 * k, 1, 1, 1), minval=1 - colour,
-                                 maxval=1 + colour)
-      level = jnp.clip((x * std + mean) * gain, 0.0, 1.0) ** gamma
-      x = jax.lax.stop_gradient((level - mean) / std)
-    return x
+    return jnp.where(flip, x[:, :, ::-1], x)
 
   def embed_with_crop_pairs(self, images, boxes, valid, crop_pairs, crop_boxes, train: bool):
     """MN embeddings of boxes [B, R, 4] of `images` ([B, R, D]) and of the side batch's

@@ -54,12 +54,10 @@ def paper_name(spec: str) -> str:
 
 class CropStream(nn.Module):
   """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: a
-  3 x 3 conv at S, then one stride-2 3 x 3 conv per halving down to 7 x 7, each followed by
-  `convs_per_level - 1` more 3 x 3 convs at its size, each with GroupNorm and ReLU. Learned
-  from the pixels with the MN's loss only."""
+  3 x 3 conv at S, then one stride-2 3 x 3 conv per halving down to 7 x 7, each with
+  GroupNorm and ReLU. Learned from the pixels with the MN's loss only."""
 
   channels: tuple[int, ...] = (32, 64, 64)
-  convs_per_level: int = 1
   dtype: layers.Dtype = jnp.float32
   conv_impl: str = "xla"
 
@@ -77,11 +75,9 @@ class CropStream(nn.Module):
                        f"{x.shape[-2]} (one conv at full size, one per halving), got "
                        f"{tuple(self.channels)}")
     for i, c in enumerate(self.channels):
-      for j in range(self.convs_per_level):
-        name = f"{i + 1}" if j == 0 else f"{i + 1}_{j + 1}"
-        x = layers.conv(c, 3, stride=2 if i > 0 and j == 0 else 1, name=f"conv{name}",
-                        dtype=self.dtype, impl=self.conv_impl)(x)
-        x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{name}")(x))
+      x = layers.conv(c, 3, stride=1 if i == 0 else 2, name=f"conv{i + 1}", dtype=self.dtype,
+                      impl=self.conv_impl)(x)
+      x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{i + 1}")(x))
     return x
 
 
