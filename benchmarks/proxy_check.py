@@ -154,10 +154,8 @@ def train_mn(config, bank, seconds, seed=0, infonce=False):
   the config's optimizer, for `seconds`; `infonce`: the crop CNN's loss instead (symmetric
   InfoNCE of the cosine similarities / 0.1, the similarity network unused), ranking by cosine.
   Returns (embed fn of bank-style crops, score fn of (query, gallery) embeddings, steps)."""
-  from match_rcnn_jax import ops
   from match_rcnn_jax.models import match_rcnn
   from match_rcnn_jax.models import targets as tgt
-  from match_rcnn_jax.ops import losses as L
   from match_rcnn_jax.training import losses
   model = match_rcnn.build(config.model)
   variables = match_rcnn.init(model, jax.random.PRNGKey(seed), tuple(config.data.canvas))
@@ -166,13 +164,11 @@ def train_mn(config, bank, seconds, seed=0, infonce=False):
                    optax.adamw(config.optimizer.learning_rate, weight_decay=1e-4))
   opt = tx.init(params)
   size, crop = bank.size, model.config.match_head.crop_size
+  pool = model.bind({}).pool_pixels  # the RoIAlign of inference, with the config's settings
 
   def embed(module, pixels, train):
     x = module.match_input(None, crop7=module.crop_features(pixels))
     return module.embed(x, train=train)
-
-  def pool(x, boxes):
-    return ops.roi_align(x, boxes[:, None], crop, 1.0, 2, False)[:, 0]
 
   def loss_fn(p, st, x, boxes, key, rng):
     k = x.shape[0]
@@ -184,11 +180,9 @@ def train_mn(config, bank, seconds, seed=0, infonce=False):
                          method=lambda m, a, b: m.similarity.pairwise(a, b))
     labels, valid = tgt.pair_targets(key[:, 0], key[:, 1], jnp.ones(k, bool), key[:, 0],
                                      key[:, 1], jnp.ones(k, bool))
-    ce = L.sigmoid_bce(logits, labels.astype(jnp.float32))
-    pos = labels > 0
-    pair = 0.5 * (L.masked_mean(ce, valid & pos) + L.masked_mean(ce, valid & ~pos))
-    listwise = losses.listwise_match({"pair_logits": logits, "pair_labels": labels,
-                                      "pair_valid": valid})
+    out = {"pair_logits": logits, "pair_labels": labels, "pair_valid": valid}
+    pair = losses.pair_match(out)["loss_match"]
+    listwise = losses.listwise_match(out)
     total = (config.loss_weights.match * pair
              + config.loss_weights.get("match_list", 0.0) * listwise)
     if infonce:
@@ -222,7 +216,7 @@ def train_mn(config, bank, seconds, seed=0, infonce=False):
 
   @jax.jit
   def embed_eval(x):
-    pixels = pool(x, jnp.broadcast_to(box, (x.shape[0], 4)))
+    pixels = pool(x, jnp.broadcast_to(box, (x.shape[0], 1, 4)), crop)[:, 0]
     return model.apply({"params": params, "batch_stats": stats}, pixels, False, method=embed)
 
   def scores(q, g):

@@ -48,12 +48,7 @@ def compute(out: dict, weights) -> dict:
           out["landmark_valid"]),
   }
   if "pair_logits" in out:
-    # softmax([0, d]) cross-entropy = sigmoid cross-entropy of the logit difference d.
-    ce = L.sigmoid_bce(out["pair_logits"], out["pair_labels"].astype(jnp.float32))
-    positive = out["pair_labels"] > 0
-    losses["loss_match_pos"] = L.masked_mean(ce, out["pair_valid"] & positive)
-    losses["loss_match_neg"] = L.masked_mean(ce, out["pair_valid"] & ~positive)
-    losses["loss_match"] = 0.5 * (losses["loss_match_pos"] + losses["loss_match_neg"])
+    losses.update(pair_match(out))
     losses["loss_match_list"] = listwise_match(out)
   else:
     for name in ("loss_match", *MATCH_PARTS, *LIST_PARTS):
@@ -64,6 +59,17 @@ def compute(out: dict, weights) -> dict:
            + weights.match * losses["loss_match"]
            + weights.get("match_list", 0.0) * losses["loss_match_list"])
   return {**losses, "loss": total}
+
+
+def pair_match(out: dict) -> dict:
+  """The paper's pair cross-entropy of `pair_logits` / `pair_labels` / `pair_valid`, balanced:
+  {"loss_match_pos", "loss_match_neg", "loss_match" (their mean)}."""
+  # softmax([0, d]) cross-entropy = sigmoid cross-entropy of the logit difference d.
+  ce = L.sigmoid_bce(out["pair_logits"], out["pair_labels"].astype(jnp.float32))
+  positive = out["pair_labels"] > 0
+  pos = L.masked_mean(ce, out["pair_valid"] & positive)
+  neg = L.masked_mean(ce, out["pair_valid"] & ~positive)
+  return {"loss_match_pos": pos, "loss_match_neg": neg, "loss_match": 0.5 * (pos + neg)}
 
 
 def listwise_match(out: dict):
