@@ -1,7 +1,7 @@
 """Match R-CNN (ours, JAX) against torchvision's Mask R-CNN + 294-keypoint head, side by side.
 
     python benchmarks/compare_torchvision.py [--config configs/bench_cpu.py] [--json OUT.json]
-        [--set KEY=VALUE ...] [--own_init] [--side ours|torchvision --side_out F [--weights W]]
+        [--set KEY=VALUE ...] [--side ours|torchvision --side_out F [--weights W]]
 
 One run, one machine, the same synthetic inputs (images, garments with boxes, masks and
 landmarks) on both sides, at the same image size, batch, proposal and RoI counts:
@@ -10,13 +10,13 @@ landmarks) on both sides, at the same image size, batch, proposal and RoI counts
   * torchvision: `MaskRCNN` R50-FPN (FrozenBatchNorm, 3 trainable backbone stages, as with
     pretrained weights; the same freezing on our side) with a 294-keypoint head added to its
     RoIHeads, train step = forward + backward + SGD step, and `eval()` inference.
-Both start from the same weights (`--own_init`: each its own initialisation): the torchvision
-side writes its initial state_dict and ours imports every tensor the models share, so the RPNs
-propose alike and both sides' heads run on about as many foreground RoIs.
+Both start from the same weights: the torchvision side writes its initial state_dict and ours
+imports every tensor the models share, so the RPNs propose alike and both sides' heads run on
+about as many foreground RoIs.
 Each side runs in its own process (so its peak memory is its own); each timing is the median
-of `runs` calls after a warm-up. Reported: seconds per step / per image, the ratios torchvision
-/ ours (> 1: ours is faster), our compile times, the peak RSS of each process, and our FLOPs
-per image from XLA's cost analysis with the FLOP/s they imply.
+of `bench.runs` calls after a warm-up. Reported: seconds per step / per image, the ratios
+torchvision / ours (> 1: ours is faster), our compile times, the peak RSS of each process, and
+our FLOPs per image from XLA's cost analysis with the FLOP/s they imply.
 
 JSON (`--json`): {"device", "config", "ours": {"train_step_s", "infer_s", "compile_s",
 "infer_compile_s", "peak_rss_mb", "compiled_peak_rss_mb" (before the first step),
@@ -55,22 +55,28 @@ FROZEN = ("conv1", "bn1", "layer1")
 
 
 def load_config(path: str, overrides=()):
-  """The config file's `get_config()`, with `KEY=VALUE` overrides (VALUE a Python literal,
-  or a plain string): `--set train_head_chunk=0` measures the same config with dense heads."""
+  """The config file's `get_config()` ({"model": config.model, "bench": ...}), with
+  `KEY=VALUE` overrides, KEY a dotted path (VALUE a Python literal, or a plain string):
+  `--set model.implementation.train_heads=dense` measures the same config with dense heads."""
   spec = importlib.util.spec_from_file_location("bench_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
   for item in overrides:
     key, sep, value = item.partition("=")
-    if not sep or key not in config:
-      raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of "
-                       f"{', '.join(sorted(config))} (config {path})")
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      node = node.get(name) if hasattr(node, "get") else None
+    if not sep or not hasattr(node, "keys") or leaf not in node:
+      raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a field of the config, "
+                       f"e.g. bench.runs or model.implementation.train_head_chunk "
+                       f"(config {path})")
     try:
       value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-      pass  # a plain string, e.g. --set dtype=bfloat16
-    config[key] = value
+      pass  # a plain string, e.g. --set model.dtype=bfloat16
+    node[leaf] = value
   return config
 
 
@@ -80,7 +86,7 @@ def synthetic_inputs(cfg, n: int, seed: int = 0) -> dict:
   [n, G, 294, 3] (the class's block visible, inside the box) and styles [n, G] (1..G)."""
   from match_rcnn_jax.data import schema
   rng = np.random.default_rng(seed)
-  s, g = cfg.image_size, cfg.garments_per_image
+  s, g = cfg.bench.image_size, cfg.bench.garments_per_image
   images = rng.uniform(0.0, 1.0, (n, s, s, 3)).astype(np.float32) * 0.3
   boxes = np.zeros((n, g, 4), np.float32)
   classes = rng.integers(1, NUM_CLASSES, (n, g)).astype(np.int32)
@@ -121,33 +127,6 @@ def _peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------- ours
 
 
-def _our_model_config(cfg):
-  from configs.model import model_config
-  m = model_config(depth=cfg.depth)
-  m.dtype = cfg.dtype
-  m.rpn.pre_nms_top_k_train, m.rpn.post_nms_top_k_train = (cfg.rpn_pre_nms_train,
-                                                           cfg.rpn_post_nms_train)
-  m.rpn.pre_nms_top_k_test, m.rpn.post_nms_top_k_test = (cfg.rpn_pre_nms_test,
-                                                         cfg.rpn_post_nms_test)
-  m.sampling.rois_per_image = cfg.rois_per_image
-  m.sampling.mask_rois_per_image = m.sampling.landmark_rois_per_image = min(
-      cfg.rois_per_image // 4, m.sampling.mask_rois_per_image)
-  m.detections.per_image = cfg.detections
-  m.detections.score_threshold = cfg.score_threshold
-  m.detections.head_chunk = cfg.head_chunk
-  chunk = cfg.get("train_head_chunk", m.kernels.train_head_chunk)
-  m.kernels.train_heads = "chunked" if chunk else "dense"
-  m.kernels.train_head_chunk = chunk or m.kernels.train_head_chunk
-  m.kernels.train_head_keep_rows = cfg.get("train_head_keep_rows",
-                                           m.kernels.train_head_keep_rows)
-  if cfg.get("roi_align_piece_mb", -1) >= 0:
-    m.kernels.roi_align_piece_mb = cfg.roi_align_piece_mb
-  m.mask_head.channels = cfg.mask_channels
-  m.landmark_head.channels, m.landmark_head.num_convs = (cfg.landmark_channels,
-                                                         cfg.landmark_convs)
-  return m
-
-
 def _mask_crops(masks, boxes, size):
   """Full masks [G, S, S] -> [G, size, size] crops at the boxes' bin centres (nearest)."""
   out = np.zeros((len(masks), size, size), np.float32)
@@ -173,9 +152,8 @@ def our_train_setup(cfg, weights: str = ""):
   from match_rcnn_jax.training import optim
   from match_rcnn_jax.training import step as step_lib
 
-  model_cfg = _our_model_config(cfg)
-  model = match_rcnn.build(model_cfg)
-  s = cfg.image_size
+  model = match_rcnn.build(cfg.model)
+  s = cfg.bench.image_size
   variables = match_rcnn.init(model, jax.random.PRNGKey(0), (s, s))
   loaded = 0
   if weights:
@@ -185,7 +163,8 @@ def our_train_setup(cfg, weights: str = ""):
     variables = jax.device_put(variables)  # device arrays, as init gives: the step donates them
     loaded = report["loaded"]
   opt = ml_collections.ConfigDict({
-      "name": "sgd", "learning_rate": cfg.learning_rate, "momentum": 0.9, "weight_decay": 1e-4,
+      "name": "sgd", "learning_rate": cfg.bench.learning_rate, "momentum": 0.9,
+      "weight_decay": 1e-4,
       "warmup_steps": 0, "warmup_factor": 0.001, "decay_fractions": (), "decay_factor": 0.1,
       "grad_clip_norm": 0.0, "freeze_backbone": FROZEN})
   tx = optim.make(opt, variables["params"], 1000)
@@ -193,11 +172,11 @@ def our_train_setup(cfg, weights: str = ""):
   weights = ml_collections.ConfigDict({k: 1.0 for k in (
       "rpn_cls", "rpn_box", "cls", "box", "landmark", "mask", "match")})
   train_step = jax.jit(step_lib.make_train_step(model, tx, weights,
-                                                match_rcnn.DTYPES[cfg.dtype],
+                                                match_rcnn.DTYPES[cfg.model.dtype],
                                                 tuple(opt.freeze_backbone)),
                        donate_argnums=(0,))
 
-  n = cfg.train_images
+  n = cfg.bench.train_images
   data = synthetic_inputs(cfg, n)
   crop = 28
   info = np.tile(np.array([s, s, 1, 1, s, s], np.float32), (n, 1))
@@ -218,7 +197,7 @@ def run_ours(cfg, weights: str = "") -> dict:
   import jax
 
   model, state, train_step, batch, data, loaded = our_train_setup(cfg, weights)
-  n, s = cfg.train_images, cfg.image_size
+  n, s = cfg.bench.train_images, cfg.bench.image_size
   start = time.perf_counter()
   lowered = train_step.lower(state, batch)
   compiled = lowered.compile()
@@ -227,7 +206,7 @@ def run_ours(cfg, weights: str = "") -> dict:
   train_temp_mb = _temp_mb(compiled)
   compiled_peak_rss_mb = _peak_rss_mb()  # set up and compiled, no step run yet
   from match_rcnn_jax import backend
-  backend.release_free_heap()  # as the training loop does after compiling
+  backend.release_free_heap()  # as train.py does after compiling
 
   holder = {"state": state}
   fg = []
@@ -241,12 +220,12 @@ def run_ours(cfg, weights: str = "") -> dict:
     fg.append(float(metrics["fg_rois"]))
 
   before = resource.getrusage(resource.RUSAGE_SELF)
-  train_s, train_all = _median(one_step, cfg.runs)
+  train_s, train_all = _median(one_step, cfg.bench.runs)
   after = resource.getrusage(resource.RUSAGE_SELF)
-  steps = cfg.runs + 1  # the warm-up and the timed steps
+  steps = cfg.bench.runs + 1  # the warm-up and the timed steps
   train_peak_rss_mb = _peak_rss_mb()
 
-  infer_n = cfg.infer_images
+  infer_n = cfg.bench.infer_images
   images = jax.device_put(((data["images"][:infer_n] - MEAN) / STD).astype(np.float32))
   sizes = jax.device_put(np.tile(np.array([s, s], np.float32), (infer_n, 1)))
   variables = {"params": holder["state"].params, "batch_stats": holder["state"].batch_stats}
@@ -256,7 +235,7 @@ def run_ours(cfg, weights: str = "") -> dict:
   infer_compile_s = time.perf_counter() - start
   infer_flops = _flops(infer_compiled)
   infer_s, infer_all = _median(
-      lambda: jax.block_until_ready(infer_compiled(variables, images, sizes)), cfg.runs)
+      lambda: jax.block_until_ready(infer_compiled(variables, images, sizes)), cfg.bench.runs)
   dets = float(np.mean(np.asarray(infer_compiled(variables, images, sizes)["valid"]).sum(-1)))
   per_image = infer_s / infer_n
   device = jax.devices()[0]
@@ -321,27 +300,32 @@ def build_torchvision(cfg):
   from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
   from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
-  resnet = getattr(torchvision.models, f"resnet{cfg.depth}")(weights=None,
-                                                             norm_layer=FrozenBatchNorm2d)
+  m = cfg.model
+  if m.box_head.hidden != 1024:
+    raise SystemExit("torchvision's box head has 1024 hidden units: model.box_head.hidden "
+                     f"must be 1024, got {m.box_head.hidden}")
+  resnet = getattr(torchvision.models, f"resnet{m.backbone.depth}")(
+      weights=None, norm_layer=FrozenBatchNorm2d)
   backbone = _resnet_fpn_extractor(resnet, trainable_layers=3)
-  s = cfg.image_size
-  mc = cfg.mask_channels
+  s = cfg.bench.image_size
+  mc = m.mask_head.channels
   model = MaskRCNN(
       backbone, num_classes=None, min_size=s, max_size=s,
       box_predictor=FastRCNNPredictor(1024, NUM_CLASSES),
-      rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_train,
-      rpn_post_nms_top_n_train=cfg.rpn_post_nms_train,
-      rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_test,
-      rpn_post_nms_top_n_test=cfg.rpn_post_nms_test,
-      box_batch_size_per_image=cfg.rois_per_image, box_detections_per_img=cfg.detections,
-      box_score_thresh=cfg.score_threshold,
-      mask_head=MaskRCNNHeads(backbone.out_channels, (mc,) * 4, 1),
+      rpn_pre_nms_top_n_train=m.rpn.pre_nms_top_k_train,
+      rpn_post_nms_top_n_train=m.rpn.post_nms_top_k_train,
+      rpn_pre_nms_top_n_test=m.rpn.pre_nms_top_k_test,
+      rpn_post_nms_top_n_test=m.rpn.post_nms_top_k_test,
+      box_batch_size_per_image=m.sampling.rois_per_image,
+      box_detections_per_img=m.detections.per_image,
+      box_score_thresh=m.detections.score_threshold,
+      mask_head=MaskRCNNHeads(backbone.out_channels, (mc,) * m.mask_head.num_convs, 1),
       mask_predictor=MaskRCNNPredictor(mc, mc, NUM_CLASSES))
   heads = model.roi_heads
   heads.keypoint_roi_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, 2)
-  heads.keypoint_head = KeypointRCNNHeads(backbone.out_channels,
-                                          (cfg.landmark_channels,) * cfg.landmark_convs)
-  heads.keypoint_predictor = KeypointRCNNPredictor(cfg.landmark_channels, NUM_LANDMARKS)
+  lm = m.landmark_head
+  heads.keypoint_head = KeypointRCNNHeads(backbone.out_channels, (lm.channels,) * lm.num_convs)
+  heads.keypoint_predictor = KeypointRCNNPredictor(lm.channels, NUM_LANDMARKS)
   return model
 
 
@@ -360,21 +344,21 @@ def run_torchvision(cfg, weights_out: str = "") -> dict:
   import contextlib
 
   import torch
-  if cfg.threads:
-    torch.set_num_threads(cfg.threads)
+  if cfg.bench.threads:
+    torch.set_num_threads(cfg.bench.threads)
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   model = initial_torchvision(cfg, weights_out).to(dev)
-  data = synthetic_inputs(cfg, cfg.train_images)
+  data = synthetic_inputs(cfg, cfg.bench.train_images)
   images = [torch.from_numpy(im).permute(2, 0, 1).contiguous().to(dev) for im in data["images"]]
   targets = [{"boxes": torch.from_numpy(data["boxes"][i]).to(dev),
               "labels": torch.from_numpy(data["classes"][i]).long().to(dev),
               "masks": torch.from_numpy(data["masks"][i]).to(dev),
               "keypoints": torch.from_numpy(data["landmarks"][i]).to(dev)}
-             for i in range(cfg.train_images)]
+             for i in range(cfg.bench.train_images)]
   params = [p for p in model.parameters() if p.requires_grad]
-  opt = torch.optim.SGD(params, lr=cfg.learning_rate, momentum=0.9, weight_decay=1e-4)
+  opt = torch.optim.SGD(params, lr=cfg.bench.learning_rate, momentum=0.9, weight_decay=1e-4)
   model.train()
-  amp = cfg.get("amp", False)
+  amp = cfg.bench.amp
   # Foreground RoIs per image of each step (what the mask and keypoint heads run on), read
   # after the timing so that no device sync is added to it.
   fg = []
@@ -405,10 +389,10 @@ def run_torchvision(cfg, weights_out: str = "") -> dict:
     opt.step()
     sync()
 
-  train_s, train_all = _median(one_step, cfg.runs)
-  fg_per_image = float(np.mean([int(f) for f in fg[1:]])) / cfg.train_images
+  train_s, train_all = _median(one_step, cfg.bench.runs)
+  fg_per_image = float(np.mean([int(f) for f in fg[1:]])) / cfg.bench.train_images
   model.eval()
-  infer_n = cfg.infer_images
+  infer_n = cfg.bench.infer_images
   infer_images = images[:infer_n]
 
   found = []
@@ -418,9 +402,9 @@ def run_torchvision(cfg, weights_out: str = "") -> dict:
       found[:] = [len(o["boxes"]) for o in model(infer_images)]
     sync()
 
-  infer_s, infer_all = _median(infer, cfg.runs)
+  infer_s, infer_all = _median(infer, cfg.bench.runs)
   return {"train_step_s": round(train_s, 4), "train_step_s_all": [round(t, 4) for t in train_all],
-          "train_images_per_s": round(cfg.train_images / train_s, 2),
+          "train_images_per_s": round(cfg.bench.train_images / train_s, 2),
           "fg_rois_per_image": round(fg_per_image, 1),
           "infer_s": round(infer_s / infer_n, 4),
           "infer_s_all": [round(t / infer_n, 4) for t in infer_all],
@@ -472,8 +456,6 @@ def main(argv=None):
   parser.add_argument("--side_out", default="", help="where --side writes its JSON")
   parser.add_argument("--weights", default="", help="with --side: the .npz of initial weights "
                       "the torchvision side writes and our side starts from")
-  parser.add_argument("--own_init", action="store_true", help="each side keeps its own "
-                      "initialisation (default: ours starts from torchvision's initial weights)")
   parser.add_argument("--save_init", default="", metavar="INIT.npz",
                       help="write the torchvision side's initial weights (the ones both sides "
                       "start from) to this .npz and exit, e.g. for profile_train_step.py")
@@ -481,8 +463,8 @@ def main(argv=None):
   if args.side and not args.side_out:
     parser.error("--side needs --side_out")
   cfg = load_config(args.config, args.set)
-  if cfg.train_images % 2:
-    parser.error("train_images must be even: our train step takes (shop, user) pairs")
+  if cfg.bench.train_images % 2:
+    parser.error("bench.train_images must be even: our train step takes (shop, user) pairs")
   if args.save_init:
     initial_torchvision(cfg, args.save_init)
     return 0
@@ -495,7 +477,7 @@ def main(argv=None):
     return 0
 
   with tempfile.TemporaryDirectory() as tmp:
-    weights = "" if args.own_init else os.path.join(tmp, "torchvision_init.npz")
+    weights = os.path.join(tmp, "torchvision_init.npz")
     torchvision_result = _side("torchvision", args.config, args.set, weights)
     if args.json:  # a partial result first: the torchvision side alone
       with open(args.json, "w") as f:
@@ -509,12 +491,13 @@ def main(argv=None):
       "speedup": {"train": round(torchvision_result["train_step_s"] / ours["train_step_s"], 3),
                   "infer": round(torchvision_result["infer_s"] / ours["infer_s"], 3)},
   }
-  s = cfg.image_size
+  s = cfg.bench.image_size
   gf = lambda v: f"{v / 1e9:.1f}" if v else "n/a"  # noqa: E731
-  print(f"R{cfg.depth}-FPN Match R-CNN vs torchvision Mask R-CNN + 294-keypoint head, "
+  print(f"R{cfg.model.backbone.depth}-FPN Match R-CNN vs torchvision Mask R-CNN + 294-keypoint "
+        f"head, "
         f"{s}x{s}, on {result['device']}\n"
         f"{'':<26}{'ours':>12}{'torchvision':>14}{'speedup':>10}\n"
-        f"{'train step (s, ' + str(cfg.train_images) + ' img)':<26}"
+        f"{'train step (s, ' + str(cfg.bench.train_images) + ' img)':<26}"
         f"{ours['train_step_s']:>12.3f}{torchvision_result['train_step_s']:>14.3f}"
         f"{result['speedup']['train']:>9.2f}x\n"
         f"{'inference (s / img)':<26}{ours['infer_s']:>12.3f}"

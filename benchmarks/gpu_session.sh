@@ -2,7 +2,7 @@
 # One GPU session's measurements, in one call (a lent GPU's time is short):
 #   bash benchmarks/gpu_session.sh OUT_DIR
 # 1. compare_torchvision with configs/bench_gpu.py (both sides; ours with dense training heads);
-# 2. ours again with the training heads in chunks of 32 (--set train_head_chunk=32);
+# 2. ours again with the training heads in chunks of 32;
 # 3. the train step's stage profile, if time is left (SKIP_PROFILE=1 skips it).
 # Each writes its JSON / log under OUT_DIR; the summary table comes last.
 set -u
@@ -18,7 +18,8 @@ timeout "${COMPARE_TIMEOUT:-330}" python3 benchmarks/compare_torchvision.py \
     --config "$config" --json "$out/dense.json" > "$out/dense.log" 2>&1
 echo "compare (dense): rc $?"; tail -n 20 "$out/dense.log"
 timeout "${CHUNKED_TIMEOUT:-200}" python3 benchmarks/compare_torchvision.py \
-    --config "$config" --set train_head_chunk=32 --side ours \
+    --config "$config" --set model.implementation.train_heads=chunked \
+    --set model.implementation.train_head_chunk=32 --side ours \
     --side_out "$out/chunked.json" > "$out/chunked.log" 2>&1
 echo "ours (chunks of 32): rc $?"; tail -n 5 "$out/chunked.log"
 if [ -z "${SKIP_PROFILE:-}" ]; then

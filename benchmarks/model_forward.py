@@ -28,14 +28,16 @@ def main():
   parser.add_argument("--runs", type=int, default=5)
   parser.add_argument("--detections", type=int, default=100, help="detections per image")
   parser.add_argument("--head_chunk", type=int, default=None,
-                      help="config.model.detections.head_chunk (0: heads on every slot)")
+                      help="config.model.implementation.infer_head_chunk (0: heads on every "
+                      "slot; default: the backend's choice)")
   parser.add_argument("--json", default="")
   args = parser.parse_args()
   cfg = model_config(depth=args.depth)
   cfg.detections.per_image = args.detections
   if args.head_chunk is not None:
-    cfg.detections.head_chunk = args.head_chunk
+    cfg.implementation.infer_head_chunk = args.head_chunk
   model = match_rcnn.build(cfg)
+  chunk = model.config.implementation.infer_head_chunk  # resolved
   variables = match_rcnn.init(model, jax.random.PRNGKey(0), (64, 64))
   infer = jax.jit(lambda v, x: model.apply(v, x))
   images = jax.random.normal(jax.random.PRNGKey(1), (args.batch, args.size, args.size, 3))
@@ -51,7 +53,7 @@ def main():
   device = jax.devices()[0]
   result = {"device": f"{device.device_kind} ({platform.machine()}, {os.cpu_count()} cores)",
             "size": args.size, "batch": args.batch, "depth": args.depth,
-            "detections": args.detections, "head_chunk": cfg.detections.head_chunk,
+            "detections": args.detections, "head_chunk": chunk,
             "compile_s": round(compile_s, 2),
             "forward_s_median": round(statistics.median(times), 3),
             "forward_s_all": [round(t, 3) for t in times]}

@@ -131,7 +131,7 @@ def main(argv=None):
   for _ in range(args.warm):
     state, metrics = train_step(state, batch)
     fg.append(float(metrics["fg_rois"]))
-  dtype = match_rcnn.DTYPES[cfg.dtype]
+  dtype = match_rcnn.DTYPES[cfg.model.dtype]
   images, targets, sizes = step_lib.flatten_pairs(batch)
   images = images.astype(dtype)
   h, w = images.shape[1:3]
@@ -185,7 +185,7 @@ def main(argv=None):
                       (trainable, images, targets, sizes, rng))
   rows = {}
   for name, (fn, fn_args) in jitted.items():
-    first, median = _time(lambda fn=fn, fn_args=fn_args: fn(*fn_args), cfg.runs)
+    first, median = _time(lambda fn=fn, fn_args=fn_args: fn(*fn_args), cfg.bench.runs)
     rows[name] = {"median_s": round(median, 4), "compile_and_first_s": round(first, 2)}
     print(f"  {name}: {median:.4f} s", flush=True)
   holder = {"state": state}
@@ -193,7 +193,7 @@ def main(argv=None):
   def step():  # the whole output, waited for as compare_torchvision.py waits for its steps
     holder["state"], metrics = train_step(holder["state"], batch)
     return holder["state"], metrics
-  first, median = _time(step, cfg.runs)
+  first, median = _time(step, cfg.bench.runs)
   rows["train_step"] = {"median_s": round(median, 4), "compile_and_first_s": round(first, 2)}
   ops = None
   if args.ops:
@@ -205,8 +205,9 @@ def main(argv=None):
   if ops is not None:
     result["ops"] = ops
   width = max(len(k) for k in rows) + 2
-  print(f"our train step by stage, {cfg.train_images} x {cfg.image_size}^2, R{cfg.depth}, "
-        f"{cfg.dtype}, on {device.device_kind} ({result['fg_rois_per_image']} foreground "
+  print(f"our train step by stage, {cfg.bench.train_images} x {cfg.bench.image_size}^2, "
+        f"R{cfg.model.backbone.depth}, {cfg.model.dtype}, on {device.device_kind} "
+        f"({result['fg_rois_per_image']} foreground "
         f"RoIs / image)\n{'stage':<{width}}{'median s':>10}{'compile+1st s':>15}")
   for name, row in rows.items():
     print(f"{name:<{width}}{row['median_s']:>10.4f}{row['compile_and_first_s']:>15.1f}")

@@ -3,7 +3,8 @@
     python benchmarks/compare_torchvision.py --config configs/bench_gpu.py --json OUT.json
     # the training heads in chunks instead (ours only; torchvision is unchanged):
     python benchmarks/compare_torchvision.py --config configs/bench_gpu.py \
-        --set train_head_chunk=32 --side ours --side_out OURS_CHUNKED.json
+        --set model.implementation.train_heads=chunked \
+        --set model.implementation.train_head_chunk=32 --side ours --side_out OURS_CHUNKED.json
 
 Needs only jax, flax, optax, numpy, ml_collections and torch / torchvision (no TensorFlow): the
 inputs are synthetic and device-resident. Ours computes in bfloat16 (parameters and the losses in
@@ -16,16 +17,11 @@ from configs import bench_cpu
 
 def get_config():
   config = bench_cpu.get_config()
-  config.update({
-      "image_size": 1024,
-      "train_images": 8,
-      "infer_images": 8,
-      "head_chunk": 0,  # every detection slot at once: one large batch suits a GPU
-      # training: mask / landmark heads dense on every mask_rois / landmark_rois slot (the
-      # accelerator default, `config.model.kernels.train_heads: auto`); 32: in chunks of 32
-      "train_head_chunk": 0,
-      "dtype": "bfloat16",
-      "amp": True,  # torchvision: autocast to bfloat16
-      "runs": 10,
-  })
+  config.model.dtype = "bfloat16"
+  # The accelerator's choices (what `auto` resolves to off the CPU): the heads on every
+  # slot at once, one large batch.
+  config.model.implementation.train_heads = "dense"
+  config.model.implementation.infer_head_chunk = 0
+  config.bench.update({"image_size": 1024, "train_images": 8, "infer_images": 8,
+                       "amp": True, "runs": 10})
   return config

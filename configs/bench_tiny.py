@@ -9,13 +9,15 @@ from configs import bench_cpu
 
 def get_config():
   config = bench_cpu.get_config()
-  config.depth = "18"
-  config.image_size = 128
-  config.garments_per_image = 2
-  config.rpn_pre_nms_train = config.rpn_post_nms_train = 100
-  config.rpn_pre_nms_test = config.rpn_post_nms_test = 50
-  config.rois_per_image = 64
-  config.detections = 8
-  config.mask_channels, config.landmark_channels, config.landmark_convs = 32, 32, 2
-  config.runs = 2
+  m = config.model
+  m.backbone.depth = "18"
+  m.rpn.pre_nms_top_k_train = m.rpn.post_nms_top_k_train = 100
+  m.rpn.pre_nms_top_k_test = m.rpn.post_nms_top_k_test = 50
+  m.sampling.rois_per_image = 64
+  m.sampling.mask_rois_per_image = m.sampling.landmark_rois_per_image = 16
+  m.detections.per_image = 8
+  m.mask_head.channels, m.landmark_head.channels, m.landmark_head.num_convs = 32, 32, 2
+  config.bench.image_size = 128
+  config.bench.garments_per_image = 2
+  config.bench.runs = 2
   return config

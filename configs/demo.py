@@ -52,7 +52,7 @@ def get_config():
   # (benchmarks/RESULTS.md section 13).
   m.match_head.features = "crop"
   m.match_head.crop_size = 28
-  m.match_head.crop_channels = (32, 64, 64)
+  m.match_head.crop_channels = (16, 32, 64)
   config.data.crop_pairs = 32
   config.data.crop_pairs_per_group = 4
   # A memory of the last 1024 shop embeddings (about 18 steps of RoIs and crop pairs) and the

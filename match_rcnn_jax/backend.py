@@ -1,8 +1,9 @@
 """The one place that asks which backend runs, outside the model.
 
-- `resolve(model_cfg)`: the model's hardware-dependent implementation choices
-  (`config.model.kernels`), each `auto` replaced by the backend's choice;
-  `models.match_rcnn.build` calls it once, and the modules get what it says as explicit fields.
+- `resolve(model_cfg)`: how the model is computed on this hardware
+  (`config.model.implementation`), each `auto` replaced by the backend's choice;
+  `models.match_rcnn.build` calls it once, and the modules get what it says (the convolutions
+  as an injected `models.layers.Convs`, the rest as explicit fields).
 - `tune_host_allocator()`: the host memory policy of XLA:CPU, applied in this process before
   a backend starts, when the process will run on the CPU backend only. XLA:CPU allocates each
   execution's large temporary buffers afresh; with glibc's defaults a large buffer is a fresh
@@ -51,14 +52,16 @@ def name() -> str:
   return jax.default_backend()
 
 
-KERNEL_CHOICES = {"conv": ("xla", "cpu"), "roi_align": ("gather", "einsum"),
-                  "train_heads": ("chunked", "dense")}
-KERNEL_SIZES = ("roi_align_piece_mb", "train_head_chunk", "train_head_keep_rows")
+IMPLEMENTATION_CHOICES = {"conv": ("xla", "cpu"), "roi_align": ("gather", "einsum"),
+                          "train_heads": ("chunked", "dense")}
+IMPLEMENTATION_SIZES = ("roi_align_piece_mb", "train_head_chunk", "train_head_keep_rows",
+                        "infer_head_chunk")
 CPU_ROI_ALIGN_PIECE_MB = 128
+CPU_INFER_HEAD_CHUNK = 10
 
 
 def _auto(field: str, platform_name: str):
-  """The backend's choice for `config.model.kernels.<field>: auto`."""
+  """The backend's choice for `config.model.implementation.<field>`: auto (None for sizes)."""
   cpu = platform_name == "cpu"
   if field == "conv":
     return "cpu" if cpu else "xla"
@@ -66,28 +69,30 @@ def _auto(field: str, platform_name: str):
     return "einsum" if platform_name == "tpu" else "gather"
   if field == "roi_align_piece_mb":
     return CPU_ROI_ALIGN_PIECE_MB if cpu else 0
+  if field == "infer_head_chunk":
+    return CPU_INFER_HEAD_CHUNK if cpu else 0
   return "chunked" if cpu else "dense"  # train_heads
 
 
 def resolve(model_cfg) -> ml_collections.ConfigDict:
   """A copy of `model_cfg` (config.model; an older layout is upgraded first,
-  `configs.model.upgrade`) whose `kernels` fields are explicit: each `auto` becomes the
-  running backend's choice (configs/model.py says which)."""
+  `configs.model.upgrade`) whose `implementation` fields are explicit: each `auto` (None for
+  a size) becomes the running backend's choice (configs/model.py says which)."""
   from configs.model import upgrade
   cfg = upgrade(model_cfg)
-  kernels, platform_name = cfg.kernels, name()
-  for field, choices in KERNEL_CHOICES.items():
-    if kernels[field] == "auto":
-      kernels[field] = _auto(field, platform_name)
-    if kernels[field] not in choices:
-      raise ValueError(f"config.model.kernels.{field} must be 'auto' or one of {choices}, "
-                       f"got {kernels[field]!r}")
-  if kernels.roi_align_piece_mb is None:  # auto
-    kernels.roi_align_piece_mb = _auto("roi_align_piece_mb", platform_name)
-  for field in KERNEL_SIZES:
-    if not isinstance(kernels[field], int) or kernels[field] < 0:
-      raise ValueError(f"config.model.kernels.{field} must be an integer >= 0, "
-                       f"got {kernels[field]!r}")
+  impl, platform_name = cfg.implementation, name()
+  for field, choices in IMPLEMENTATION_CHOICES.items():
+    if impl[field] == "auto":
+      impl[field] = _auto(field, platform_name)
+    if impl[field] not in choices:
+      raise ValueError(f"config.model.implementation.{field} must be 'auto' or one of "
+                       f"{choices}, got {impl[field]!r}")
+  for field in IMPLEMENTATION_SIZES:
+    if impl[field] is None:  # auto
+      impl[field] = _auto(field, platform_name)
+    if not isinstance(impl[field], int) or impl[field] < 0:
+      raise ValueError(f"config.model.implementation.{field} must be an integer >= 0, "
+                       f"got {impl[field]!r}")
   return cfg
 
 

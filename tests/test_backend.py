@@ -17,49 +17,63 @@ from match_rcnn_jax.models import match_rcnn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_resolve_picks_the_backends_kernels_and_keeps_explicit_ones():
+def test_resolve_picks_the_backends_choices_and_keeps_explicit_ones():
   cfg = model_config()
-  assert (cfg.kernels.conv, cfg.kernels.roi_align, cfg.kernels.train_heads) == ("auto",) * 3
-  resolved = backend.resolve(cfg)
+  impl = cfg.implementation
+  assert (impl.conv, impl.roi_align, impl.train_heads) == ("auto",) * 3
+  assert impl.roi_align_piece_mb is None and impl.infer_head_chunk is None
+  resolved = backend.resolve(cfg).implementation
   on_cpu = jax.default_backend() == "cpu"
-  assert resolved.kernels.conv == ("cpu" if on_cpu else "xla")
-  assert resolved.kernels.roi_align == ("einsum" if jax.default_backend() == "tpu" else "gather")
-  assert resolved.kernels.train_heads == ("chunked" if on_cpu else "dense")
-  assert resolved.kernels.roi_align_piece_mb == (backend.CPU_ROI_ALIGN_PIECE_MB if on_cpu
-                                                 else 0)
-  assert cfg.kernels.conv == "auto"  # the input is not changed
-  cfg.kernels.conv, cfg.kernels.roi_align, cfg.kernels.train_heads = "xla", "einsum", "dense"
-  cfg.kernels.roi_align_piece_mb = 7
-  explicit = backend.resolve(cfg).kernels
-  assert (explicit.conv, explicit.roi_align, explicit.train_heads,
-          explicit.roi_align_piece_mb) == ("xla", "einsum", "dense", 7)
+  assert resolved.conv == ("cpu" if on_cpu else "xla")
+  assert resolved.roi_align == ("einsum" if jax.default_backend() == "tpu" else "gather")
+  assert resolved.train_heads == ("chunked" if on_cpu else "dense")
+  assert resolved.roi_align_piece_mb == (backend.CPU_ROI_ALIGN_PIECE_MB if on_cpu else 0)
+  assert resolved.infer_head_chunk == (backend.CPU_INFER_HEAD_CHUNK if on_cpu else 0)
+  assert impl.conv == "auto"  # the input is not changed
+  impl.conv, impl.roi_align, impl.train_heads = "xla", "einsum", "dense"
+  impl.roi_align_piece_mb, impl.infer_head_chunk = 7, 0
+  explicit = backend.resolve(cfg).implementation
+  assert (explicit.conv, explicit.roi_align, explicit.train_heads, explicit.roi_align_piece_mb,
+          explicit.infer_head_chunk) == ("xla", "einsum", "dense", 7, 0)
   for field, bad in (("conv", "winograd"), ("roi_align", "bilinear"), ("train_heads", "some"),
-                     ("train_head_chunk", -1), ("roi_align_piece_mb", -2)):
+                     ("train_head_chunk", -1), ("roi_align_piece_mb", -2),
+                     ("infer_head_chunk", -3)):
     wrong = model_config()
-    wrong.kernels[field] = bad
-    with pytest.raises(ValueError, match=f"kernels.{field}"):
+    wrong.implementation[field] = bad
+    with pytest.raises(ValueError, match=f"implementation.{field}"):
       backend.resolve(wrong)
 
 
-def test_resolve_reads_an_older_exports_layout():
-  """A config.model of an earlier layout (`train` with the head chunking, roi_align.backend, no
-  kernels) resolves to the same model config as today's."""
+def test_resolve_reads_older_exports_layouts():
+  """A config.model of an earlier layout resolves to today's: the oldest (`train` with the
+  head chunking, roi_align.backend, no implementation block) and the next (`kernels`,
+  `detections.head_chunk`)."""
   old = model_config().to_dict()
-  old.pop("kernels")
+  old.pop("implementation")
   old["train"] = {**old.pop("sampling"), "head_chunk": 8, "head_keep_rows": 16}
   old["roi_align"]["backend"] = "einsum"
   resolved = backend.resolve(ml_collections.ConfigDict(old))
   assert resolved.sampling.to_dict() == model_config().sampling.to_dict()
   assert "train" not in resolved and "backend" not in resolved.roi_align
-  assert resolved.kernels.train_heads == "chunked"
-  assert resolved.kernels.train_head_chunk == 8 and resolved.kernels.train_head_keep_rows == 16
-  assert resolved.kernels.roi_align == "einsum"
-  assert resolved.kernels.conv in ("cpu", "xla")
+  impl = resolved.implementation
+  assert impl.train_heads == "chunked"
+  assert impl.train_head_chunk == 8 and impl.train_head_keep_rows == 16
+  assert impl.roi_align == "einsum"
+  assert impl.conv in ("cpu", "xla")
+  kernels = model_config().to_dict()
+  kernels["kernels"] = {**kernels.pop("implementation"), "conv": "xla", "train_head_chunk": 4}
+  del kernels["kernels"]["infer_head_chunk"]
+  kernels["detections"]["head_chunk"] = 3
+  resolved = backend.resolve(ml_collections.ConfigDict(kernels))
+  assert "kernels" not in resolved and "head_chunk" not in resolved.detections
+  assert resolved.detections.to_dict() == model_config().detections.to_dict()
+  impl = resolved.implementation
+  assert (impl.conv, impl.train_head_chunk, impl.infer_head_chunk) == ("xla", 4, 3)
 
 
 def test_build_resolves_and_the_model_refuses_auto():
   model = match_rcnn.build(model_config())
-  assert model.config.kernels.conv in ("cpu", "xla")
+  assert model.config.implementation.conv in ("cpu", "xla")
   unresolved = match_rcnn.MatchRCNN(ml_collections.FrozenConfigDict(model_config()))
   with pytest.raises(ValueError, match="match_rcnn.build"):
     match_rcnn.init(unresolved, jax.random.PRNGKey(0), (64, 64))

@@ -18,7 +18,8 @@ def test_compare_torchvision_tiny(tmp_path):
               "--json", str(out)])
   r = json.loads(out.read_text())
   assert {"device", "config", "ours", "torchvision", "speedup"} <= set(r)
-  assert r["config"]["image_size"] == 128 and r["config"]["depth"] == "18"
+  bench = r["config"]["bench"]
+  assert bench["image_size"] == 128 and r["config"]["model"]["backbone"]["depth"] == "18"
   for key in ("train_step_s", "infer_s", "compile_s", "peak_rss_mb", "flops_per_image"):
     assert r["ours"][key] > 0, key
   for key in ("train_step_s", "infer_s", "peak_rss_mb"):
@@ -26,12 +27,12 @@ def test_compare_torchvision_tiny(tmp_path):
   # Ours starts from torchvision's initial weights: backbone, FPN, RPN, box, mask, landmark heads.
   assert r["ours"]["weights_from_torchvision"] > 100
   for side in ("ours", "torchvision"):
-    assert len(r[side]["train_step_s_all"]) == r["config"]["runs"]
-    n = r["config"]["train_images"]
+    assert len(r[side]["train_step_s_all"]) == bench["runs"]
+    n = bench["train_images"]
     assert abs(r[side]["train_images_per_s"] - n / r[side]["train_step_s"]) < 0.02 * (
         r[side]["train_images_per_s"])
     # GT boxes join the proposals, so every image has at least its garments as foreground.
-    assert r[side]["fg_rois_per_image"] >= r["config"]["garments_per_image"]
+    assert r[side]["fg_rois_per_image"] >= bench["garments_per_image"]
   assert abs(r["speedup"]["train"] - r["torchvision"]["train_step_s"]
              / r["ours"]["train_step_s"]) < 1e-2 * r["speedup"]["train"]
   assert abs(r["speedup"]["infer"] - r["torchvision"]["infer_s"] / r["ours"]["infer_s"]) < (

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from match_rcnn_jax.models import heads
+from match_rcnn_jax.models import heads, layers
 
 
 def test_landmark_head_upsampling_shape():
@@ -27,10 +27,11 @@ def test_deconv_channel_subset_equals_full():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_head_conv_impls_match_xla_convs():
-  """The heads' convolutions as the CPU kernels run them ("cpu"; "matmul", inside control
-  flow) give the numbers and gradients of XLA's convolutions and patches ("xla", the
-  accelerators' path), with the same parameters."""
+def test_heads_cpu_convs_match_xla_convs():
+  """The heads' convolutions as XLA:CPU's kernels compute them (`layers.CPU`;
+  `layers.CPU_IN_LOOPS`, inside control flow) give the numbers and gradients of XLA's
+  convolutions and patches (`layers.XLA`, the accelerators' and every module's default), with
+  the same parameters."""
   x = jax.random.normal(jax.random.PRNGKey(0), (3, 6, 6, 8))
   channels = jnp.array([[0, 5, 2], [1, 1, 7], [3, 4, 6]])
   for module, method, args in (
@@ -38,14 +39,14 @@ def test_head_conv_impls_match_xla_convs():
       (heads.LandmarkHead(num_landmarks=9, channels=8, num_convs=2), None, (x,)),
       (heads.LandmarkHead(num_landmarks=9, channels=8, num_convs=2),
        heads.LandmarkHead.block_logits, (x, channels))):
-    assert module.conv_impl == "xla"
+    assert module.convs is layers.XLA
     params = module.init(jax.random.PRNGKey(1), *args, method=method)
 
     def loss(p, inputs, m, method=method, rest=args[1:]):
       return jnp.sum(jnp.sin(m.apply(p, inputs, *rest, method=method)))
     g0 = jax.grad(loss, argnums=(0, 1))(params, x, module)
-    for impl in ("cpu", "matmul"):
-      fast = module.clone(conv_impl=impl)
+    for convs in (layers.CPU, layers.CPU_IN_LOOPS):
+      fast = module.clone(convs=convs)
       np.testing.assert_allclose(fast.apply(params, *args, method=method),
                                  module.apply(params, *args, method=method), rtol=1e-4,
                                  atol=1e-5)

@@ -160,9 +160,9 @@ def test_foreground_chunked_heads_match_every_slot(tiny_model):
   results = []
   for chunk in (0, 4):
     mc = ml_collections.ConfigDict(cfg.to_dict())
-    mc.kernels.train_heads = "chunked" if chunk else "dense"
-    mc.kernels.train_head_chunk = chunk or 16
-    mc.kernels.train_head_keep_rows = 4  # the first chunk kept, the later ones run again
+    mc.implementation.train_heads = "chunked" if chunk else "dense"
+    mc.implementation.train_head_chunk = chunk or 16
+    mc.implementation.train_head_keep_rows = 4  # the first chunk kept, the later ones run again
     model = match_rcnn.build(mc)
 
     def loss(params, model=model):

@@ -22,15 +22,15 @@ class FPN(nn.Module):
   channels: int = 256
   extra_max_pool: bool = True  # P6 = max_pool(P5, kernel 1, stride 2)
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, feats: Sequence[jnp.ndarray]) -> list[jnp.ndarray]:
     init = nn.initializers.kaiming_uniform()  # torchvision: kaiming_uniform_(a=1), bias 0
-    inner = [layers.conv(self.channels, 1, name=f"inner_{i}", dtype=self.dtype,
-                         kernel_init=init, impl=self.conv_impl) for i in range(len(feats))]
-    outer = [layers.conv(self.channels, 3, name=f"layer_{i}", dtype=self.dtype,
-                         kernel_init=init, impl=self.conv_impl) for i in range(len(feats))]
+    inner = [self.convs(self.channels, 1, name=f"inner_{i}", dtype=self.dtype,
+                         kernel_init=init) for i in range(len(feats))]
+    outer = [self.convs(self.channels, 3, name=f"layer_{i}", dtype=self.dtype,
+                         kernel_init=init) for i in range(len(feats))]
     last = inner[-1](feats[-1])
     results = [outer[-1](last)]
     for i in range(len(feats) - 2, -1, -1):

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 
 from match_rcnn_jax.models import layers
-from match_rcnn_jax.ops import cpu_conv
 
 _KAIMING_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -59,7 +58,7 @@ class Deconv2x(nn.Module):
   kernel: int
   padding: int
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, x, channels=None):
@@ -73,9 +72,7 @@ class Deconv2x(nn.Module):
     if channels is None:
       kernel, size = self._phase_kernel(w, c_in)  # [size, size, in, 4, out]
       pad = size // 2
-      # As matmuls inside the CPU's loops; XLA's convolution otherwise (as fast on the CPU
-      # outside control flow at the heads' sizes).
-      conv = cpu_conv.matmul_conv if self.conv_impl == "matmul" else jax.lax.conv_general_dilated
+      conv = self.convs.deconv_general
       y = conv(x, kernel.reshape(size, size, c_in, -1).astype(self.dtype), (1, 1),
                ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
       bias = b
@@ -98,14 +95,8 @@ class Deconv2x(nn.Module):
     pad = size // 2
     sub = jnp.take(kernel, channels, axis=-1)  # [size, size, in, 4, N, K]
     sub = jnp.moveaxis(sub, 4, 0)  # [N, kh, kw, in, 4, K]
-    if self.conv_impl != "xla":
-      # Shifted slices: XLA:CPU runs the patches below as a convolution with an identity
-      # kernel, about 4x slower than the per-sample product that follows.
-      patches = cpu_conv.patches(x, size, pad)  # channel order: (kh, kw, in)
-    else:
-      patches = jax.lax.conv_general_dilated_patches(
-          x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))  # channel order: (in, kh, kw)
+    patches = self.convs.patches(x, size, pad)
+    if not self.convs.patches_tap_major:  # (in, kh, kw)
       sub = sub.transpose(0, 3, 1, 2, 4, 5)  # [N, in, kh, kw, 4, K]
     sub = sub.reshape(x.shape[0], c_in * size * size, -1).astype(self.dtype)
     return jnp.einsum("nhwp,npc->nhwc", patches, sub)
@@ -128,8 +119,8 @@ class Deconv2x(nn.Module):
     return jnp.stack(rows), len(offsets)
 
 
-def _deconv(features, kernel, padding, name, dtype, conv_impl="xla"):
-  return Deconv2x(features, kernel, padding, dtype=dtype, conv_impl=conv_impl, name=name)
+def _deconv(features, kernel, padding, name, dtype, convs=layers.XLA):
+  return Deconv2x(features, kernel, padding, dtype=dtype, convs=convs, name=name)
 
 
 class MaskHead(nn.Module):
@@ -137,21 +128,20 @@ class MaskHead(nn.Module):
   channels: int = 256
   num_convs: int = 4
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   def setup(self):
-    self.convs = [layers.conv(self.channels, 3, name=f"mask_fcn{i + 1}", dtype=self.dtype,
-                              kernel_init=_KAIMING_OUT, impl=self.conv_impl)
+    self.fcn = [self.convs(self.channels, 3, name=f"mask_fcn{i + 1}", dtype=self.dtype,
+                              kernel_init=_KAIMING_OUT)
                   for i in range(self.num_convs)]
-    self.conv5_mask = _deconv(self.channels, 2, 0, "conv5_mask", self.dtype, self.conv_impl)
-    self.mask_fcn_logits = layers.conv(self.num_classes, 1, name="mask_fcn_logits",
-                                       dtype=self.dtype, kernel_init=_KAIMING_OUT,
-                                       impl=self.conv_impl)
+    self.conv5_mask = _deconv(self.channels, 2, 0, "conv5_mask", self.dtype, self.convs)
+    self.mask_fcn_logits = self.convs(self.num_classes, 1, name="mask_fcn_logits",
+                                       dtype=self.dtype, kernel_init=_KAIMING_OUT)
 
   def features(self, x):
     """x [..., S, S, C] -> the 4-conv features [N, S, S, channels] (N = prod of leading)."""
     x = x.reshape(-1, *x.shape[-3:])
-    for c in self.convs:
+    for c in self.fcn:
       x = nn.relu(c(x))
     return x
 
@@ -177,19 +167,19 @@ class LandmarkHead(nn.Module):
   channels: int = 512
   num_convs: int = 8
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   def setup(self):
-    self.convs = [layers.conv(self.channels, 3, name=f"kp_fcn{i + 1}", dtype=self.dtype,
-                              kernel_init=_KAIMING_OUT, impl=self.conv_impl)
+    self.fcn = [self.convs(self.channels, 3, name=f"kp_fcn{i + 1}", dtype=self.dtype,
+                              kernel_init=_KAIMING_OUT)
                   for i in range(self.num_convs)]
     self.kps_score_lowres = _deconv(self.num_landmarks, 4, 1, "kps_score_lowres", self.dtype,
-                                    self.conv_impl)
+                                    self.convs)
 
   def features(self, x):
     """x [..., S, S, C] -> the 8-conv features [N, S, S, channels] (N = prod of leading)."""
     x = x.reshape(-1, *x.shape[-3:])
-    for c in self.convs:
+    for c in self.fcn:
       x = nn.relu(c(x))
     return x
 

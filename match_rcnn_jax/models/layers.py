@@ -1,5 +1,5 @@
-"""Layer helpers shared by the modules: explicit-padding convs (their implementation an explicit
-argument) and normalisation choices.
+"""Layer helpers shared by the modules: how convolutions are computed (`Convs`, injected into
+the modules) and normalisation choices.
 
 Convolutions use explicit symmetric padding (k // 2 on each side), never 'SAME': for stride-2
 convs 'SAME' pads (0, 1) and shifts every feature map against PyTorch-trained weights.
@@ -7,10 +7,12 @@ convs 'SAME' pads (0, 1) and shifts every feature map against PyTorch-trained we
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from match_rcnn_jax.ops import cpu_conv
@@ -18,23 +20,53 @@ from match_rcnn_jax.ops import cpu_conv
 Dtype = Any
 
 
-# config.model.kernels.conv values -> the `conv_general_dilated` of flax's nn.Conv (None:
-# XLA's own). "matmul" is what the CPU's heads use inside control flow.
-CONV_IMPLS = {"xla": None, "cpu": cpu_conv.cpu_conv, "matmul": cpu_conv.matmul_conv}
+def xla_patches(x, size: int, pad: int):
+  """Stride-1 im2col by XLA's own op: x [N, H, W, C] -> [N, H', W', C * size * size], the last
+  axis ordered (C, kh, kw)."""
+  return jax.lax.conv_general_dilated_patches(x, (size, size), (1, 1), ((pad, pad), (pad, pad)),
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def conv(features: int, kernel: int, stride: int = 1, use_bias: bool = True, name=None,
-         dtype: Dtype = jnp.float32, kernel_init=None, impl: str = "xla") -> nn.Conv:
-  """A conv with explicit symmetric padding, run as `impl` says (`CONV_IMPLS`: "xla", or the
-  CPU's matmul forms "cpu" / "matmul" of `ops.cpu_conv`): same parameters and numbers."""
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"conv impl must be one of {sorted(CONV_IMPLS)}, got {impl!r}")
-  pad = kernel // 2
-  kwargs = {} if kernel_init is None else {"kernel_init": kernel_init}
-  if CONV_IMPLS[impl] is not None:
-    kwargs["conv_general_dilated"] = CONV_IMPLS[impl]
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                 use_bias=use_bias, dtype=dtype, name=name, **kwargs)
+@dataclasses.dataclass(frozen=True)
+class Convs:
+  """How the model's convolutions are computed, injected into every module that has convs
+  (as flax's ResNet example takes `conv: ModuleDef`) and chosen once, when the model is built
+  (`models.match_rcnn.build`). Whichever is chosen, the parameters and the numbers are the
+  same (up to float rounding).
+
+  `general`: a function with the signature of `jax.lax.conv_general_dilated` (NHWC x HWIO);
+  `patches(x, size, pad)`: stride-1 im2col, its last axis ordered (kh, kw, C) when
+  `patches_tap_major`, else (C, kh, kw); `deconv_general`: the convolution of the heads'
+  deconvolutions (a stride-1 conv of their phase kernel, `heads.Deconv2x`).
+  """
+
+  general: Callable = jax.lax.conv_general_dilated
+  patches: Callable = xla_patches
+  patches_tap_major: bool = False
+  deconv_general: Callable = jax.lax.conv_general_dilated
+
+  def __call__(self, features: int, kernel: int, stride: int = 1, use_bias: bool = True,
+               name=None, dtype: Dtype = jnp.float32, kernel_init=None) -> nn.Conv:
+    """A conv with explicit symmetric padding (k // 2 on each side), computed by `general`."""
+    pad = kernel // 2
+    kwargs = {} if kernel_init is None else {"kernel_init": kernel_init}
+    if self.general is not jax.lax.conv_general_dilated:
+      kwargs["conv_general_dilated"] = self.general
+    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
+                   use_bias=use_bias, dtype=dtype, name=name, **kwargs)
+
+
+# XLA's own convolutions: the accelerators' choice, and every module's default.
+XLA = Convs()
+# XLA:CPU's: 1 x 1 convs as matmuls, large 3 x 3 convs as Winograd matmuls (`ops.cpu_conv`);
+# im2col by shifted slices (XLA:CPU runs XLA's patches op as a convolution with an identity
+# kernel, about 4x slower than the per-sample product that follows it in `heads.Deconv2x`).
+# Its deconvolutions XLA's (as fast on the CPU, outside control flow, at the heads' sizes).
+CPU = Convs(cpu_conv.cpu_conv, cpu_conv.patches, True)
+# XLA:CPU's inside control flow (the training heads' chunk loops): no XLA convolution at all.
+CPU_IN_LOOPS = Convs(cpu_conv.matmul_conv, cpu_conv.patches, True, cpu_conv.matmul_conv)
+# config.model.implementation.conv -> (the convs, the convs inside the heads' chunk loops).
+CONVS = {"xla": (XLA, XLA), "cpu": (CPU, CPU_IN_LOOPS)}
 
 
 class FrozenBatchNorm(nn.Module):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from match_rcnn_jax import backend, ops
-from match_rcnn_jax.models import chunked, heads, matching, postprocess, resnet, rpn
+from match_rcnn_jax.models import chunked, heads, layers, matching, postprocess, resnet, rpn
 from match_rcnn_jax.models import fpn as fpn_lib
 from match_rcnn_jax.models import targets as tgt
 
@@ -31,38 +31,40 @@ class MatchRCNN(nn.Module):
   def setup(self):
     c = self.config
     dtype = DTYPES[c.dtype]
-    impl = c.kernels.conv  # explicit: `build` resolves "auto" for the backend
-    if "auto" in (impl, c.kernels.roi_align, c.kernels.train_heads):
-      raise ValueError("config.model.kernels has 'auto' values: build the model with "
+    impl = c.implementation  # explicit: `build` resolves "auto" for the backend
+    if "auto" in (impl.conv, impl.roi_align, impl.train_heads) or None in (
+        impl.roi_align_piece_mb, impl.infer_head_chunk):
+      raise ValueError("config.model.implementation has 'auto' values: build the model with "
                        "models.match_rcnn.build, which resolves them for the backend")
     # In the heads' chunk loops the CPU's convs run as matmuls only (`_pure`).
-    self.loop_conv_impl = "matmul" if impl == "cpu" else impl
+    convs, self.loop_convs = layers.CONVS[impl.conv]
     self.backbone = resnet.ResNet(depth=c.backbone.depth, width=c.backbone.width,
                                   norm=c.backbone.norm, norm_eps=c.backbone.norm_eps,
-                                  dtype=dtype, conv_impl=impl)
-    self.fpn = fpn_lib.FPN(channels=c.fpn_channels, dtype=dtype, conv_impl=impl)
+                                  dtype=dtype, convs=convs)
+    self.fpn = fpn_lib.FPN(channels=c.fpn_channels, dtype=dtype, convs=convs)
     self.rpn_head = rpn.RPNHead(num_anchors=len(c.anchors.aspect_ratios),
-                                channels=c.fpn_channels, dtype=dtype, conv_impl=impl)
+                                channels=c.fpn_channels, dtype=dtype, convs=convs)
     self.box_head = heads.BoxHead(num_classes=c.num_classes, hidden=c.box_head.hidden,
                                   dtype=dtype)
     self.mask_head = heads.MaskHead(num_classes=c.num_classes, channels=c.mask_head.channels,
                                     num_convs=c.mask_head.num_convs, dtype=dtype,
-                                    conv_impl=impl)
+                                    convs=convs)
     self.landmark_head = heads.LandmarkHead(num_landmarks=c.landmark_head.num_landmarks,
                                             channels=c.landmark_head.channels,
                                             num_convs=c.landmark_head.num_convs, dtype=dtype,
-                                            conv_impl=impl)
+                                            convs=convs)
     self.match_embedding = matching.MatchEmbedding(channels=c.match_head.channels,
                                                    dim=c.match_head.dim,
                                                    norm=c.match_head.get("norm", "batch"),
-                                                   dtype=dtype, conv_impl=impl)
+                                                   pool=c.match_head.get("pool", "mean"),
+                                                   dtype=dtype, convs=convs)
     self.similarity = matching.Similarity(dim=c.match_head.dim)
     self.match_streams = matching.parse_features(c.match_head.get("features", "box"))
     self.crop_size = int(c.match_head.get("crop_size", 28))
     if "crop" in self.match_streams:
       self.crop_stream = matching.CropStream(
-          channels=tuple(c.match_head.get("crop_channels", (32, 64, 64))), dtype=dtype,
-          conv_impl=impl)
+          channels=tuple(c.match_head.get("crop_channels", (16, 32, 64))), dtype=dtype,
+          convs=convs)
     for stream, size in (("landmark", c.landmark_head.roi_size),
                          ("mask", c.mask_head.roi_size)):
       if stream in self.match_streams and size % 7:
@@ -83,8 +85,8 @@ class MatchRCNN(nn.Module):
 
   def pool(self, pyramid, boxes, size, forward_only: bool = False):
     """RoIAlign from P2..P5; `forward_only` (inference): the form with the fastest forward;
-    else in pieces of `kernels.roi_align_piece_mb`."""
-    r, k = self.config.roi_align, self.config.kernels
+    else in pieces of `implementation.roi_align_piece_mb`."""
+    r, k = self.config.roi_align, self.config.implementation
     return ops.multilevel_roi_align(pyramid[:4], boxes, size, min_level=2,
                                     sampling_ratio=r.sampling_ratio, aligned=r.aligned,
                                     backend=k.roi_align, forward_only=forward_only,
@@ -113,7 +115,7 @@ class MatchRCNN(nn.Module):
 
   def pool_pixels(self, images, boxes, size: int, forward_only: bool = False):
     """The RoIs [B, R, size, size, 3] of the (normalised) input images themselves."""
-    r, k = self.config.roi_align, self.config.kernels
+    r, k = self.config.roi_align, self.config.implementation
     return ops.roi_align(images, boxes, size, 1.0, r.sampling_ratio, r.aligned,
                          backend=k.roi_align, forward_only=forward_only,
                          piece_mb=k.roi_align_piece_mb)
@@ -232,14 +234,13 @@ class MatchRCNN(nn.Module):
     return masks, landmarks, self.embed(self.match_input(
         pooled7, lm_features, mask_features, pixels7, self.crop_features(pixels_crop)))
 
-  def _pure(self, module, method=None, conv_impl=None):
+  def _pure(self, module, method=None, convs=None):
     """(`fn`, variables): `module`'s method as a pure function `fn(variables, *args)` of its
     bound variables, for use inside `jax.lax` control flow (bound Flax modules cannot be
-    called there); `conv_impl`: its convs run so (the training chunks: `loop_conv_impl`,
-    with the CPU kernels matmuls only, `ops.cpu_conv.matmul_conv`, same parameters and
-    numbers: XLA:CPU's convolution gradient inside control flow is some 50x slower than
-    outside, benchmarks/RESULTS.md)."""
-    fields = {} if conv_impl is None else {"conv_impl": conv_impl}
+    called there); `convs`: how its convs are computed there (the training chunks:
+    `loop_convs`, on the CPU matmuls only, `layers.CPU_IN_LOOPS`: XLA:CPU's convolution
+    gradient inside control flow is some 50x slower than outside)."""
+    fields = {} if convs is None else {"convs": convs}
     unbound = module.clone(parent=None, **fields)
     return (lambda variables, *args: unbound.apply(variables, *args, method=method),
             module.variables)
@@ -252,7 +253,7 @@ class MatchRCNN(nn.Module):
     `chunk` 0, or a module being initialised: the method on every row at once."""
     if not chunk or fg.shape[0] <= chunk or self.is_initializing():
       return (getattr(module, method.__name__) if method else module)(*inputs)
-    fn, variables = self._pure(module, method, self.loop_conv_impl)
+    fn, variables = self._pure(module, method, self.loop_convs)
     return chunked.foreground_rows(fn, variables, tuple(inputs), fg, chunk, keep_rows // chunk)
 
   def valid_detection_heads(self, inputs, valid, chunk: int):
@@ -310,7 +311,7 @@ class MatchRCNN(nn.Module):
     # Mask and landmark streams on the first (foreground) RoIs.
     def first(k, key):
       return rois[key][:, :k]
-    k = c.kernels
+    k = c.implementation
     chunk = k.train_head_chunk if k.train_heads == "chunked" else 0
     keep = k.train_head_keep_rows
     km, kl = t.mask_rois_per_image, t.landmark_rois_per_image
@@ -413,7 +414,7 @@ class MatchRCNN(nn.Module):
                    if "crop" in self.match_streams else pixels7)  # unused without the stream
     inputs = (flat(pooled14), flat(lm_pooled), flat(pool(7)), pixels7, pixels_crop,
               boxes.reshape(n, 4), classes.reshape(n))
-    chunk = d.get("head_chunk", 0)
+    chunk = c.implementation.infer_head_chunk
     if chunk and n > chunk:
       masks, landmarks, embeddings = self.valid_detection_heads(inputs, dets["valid"].reshape(n),
                                                                 chunk)
@@ -437,8 +438,8 @@ class MatchRCNN(nn.Module):
 
 
 def build(model_cfg) -> MatchRCNN:
-  """The model of `model_cfg` (config.model), its hardware-dependent choices
-  (`config.model.kernels`, "auto") resolved once for the running backend (`backend.resolve`)."""
+  """The model of `model_cfg` (config.model), how it is computed (`config.model.implementation`,
+  "auto") resolved once for the running backend (`backend.resolve`)."""
   return MatchRCNN(ml_collections.FrozenConfigDict(backend.resolve(model_cfg)))
 
 

@@ -53,13 +53,14 @@ def paper_name(spec: str) -> str:
 
 
 class CropStream(nn.Module):
-  """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: a
-  3 x 3 conv at S, then one stride-2 3 x 3 conv per halving down to 7 x 7, each with
-  GroupNorm and ReLU. Learned from the pixels with the MN's loss only."""
+  """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: at
+  each size, from S down to 7, two 3 x 3 convs with GroupNorm and ReLU (`channels`: one width
+  per size), then a 2 x 2 max-pool to the next size. Learned from the pixels with the MN's
+  loss only."""
 
-  channels: tuple[int, ...] = (32, 64, 64)
+  channels: tuple[int, ...] = (16, 32, 64)
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, x):
@@ -72,12 +73,14 @@ class CropStream(nn.Module):
       raise ValueError(f"match_head.crop_size must be 7 * 2^k, got {x.shape[-2]}")
     if len(self.channels) != halvings + 1:
       raise ValueError(f"match_head.crop_channels needs {halvings + 1} entries for crop size "
-                       f"{x.shape[-2]} (one conv at full size, one per halving), got "
+                       f"{x.shape[-2]} (one width per size, {x.shape[-2]} down to 7), got "
                        f"{tuple(self.channels)}")
     for i, c in enumerate(self.channels):
-      x = layers.conv(c, 3, stride=1 if i == 0 else 2, name=f"conv{i + 1}", dtype=self.dtype,
-                      impl=self.conv_impl)(x)
-      x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{i + 1}")(x))
+      if i:
+        x = nn.max_pool(x, (2, 2), (2, 2))
+      for j in (1, 2):
+        x = self.convs(c, 3, name=f"conv{i + 1}_{j}", dtype=self.dtype)(x)
+        x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{i + 1}_{j}")(x))
     return x
 
 
@@ -85,9 +88,10 @@ class MatchEmbedding(nn.Module):
   channels: tuple[int, ...] = (256, 256, 256, 1024)
   dim: int = 256
   norm: str = "batch"  # the embedding's normalisation: "batch" (BatchNorm) or "l2"
+  pool: str = "mean"  # the global pool: "mean" (the paper) or "mean+max" (both, concatenated)
   bn_momentum: float = 0.9
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
@@ -100,9 +104,14 @@ class MatchEmbedding(nn.Module):
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])
     for i, c in enumerate(self.channels):
-      x = nn.relu(layers.conv(c, 3, name=f"conv{i + 1}", dtype=self.dtype,
-                                  impl=self.conv_impl)(x))
-    x = nn.relu(jnp.mean(x.astype(jnp.float32), axis=(1, 2)))
+      x = nn.relu(self.convs(c, 3, name=f"conv{i + 1}", dtype=self.dtype)(x))
+    x = x.astype(jnp.float32)
+    if self.pool == "mean":
+      x = nn.relu(jnp.mean(x, axis=(1, 2)))
+    elif self.pool == "mean+max":
+      x = nn.relu(jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], -1))
+    else:
+      raise ValueError(f"match_head.pool must be 'mean' or 'mean+max', got {self.pool!r}")
     x = nn.Dense(self.dim, name="fc")(x)
     if self.norm == "l2":  # each embedding on its own: length sqrt(D), unit RMS per dimension
       x = x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) / self.dim + 1e-12)

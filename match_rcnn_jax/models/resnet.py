@@ -26,23 +26,20 @@ class Bottleneck(nn.Module):
   norm: callable
   dtype: layers.Dtype = jnp.float32
   expansion: int = 4
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, x):
     out_c = self.width * self.expansion
-    y = layers.conv(self.width, 1, use_bias=False, name="conv1", dtype=self.dtype,
-                    impl=self.conv_impl)(x)
+    y = self.convs(self.width, 1, use_bias=False, name="conv1", dtype=self.dtype)(x)
     y = nn.relu(self.norm(name="bn1")(y))
-    y = layers.conv(self.width, 3, self.stride, use_bias=False, name="conv2", dtype=self.dtype,
-                    impl=self.conv_impl)(y)
+    y = self.convs(self.width, 3, self.stride, use_bias=False, name="conv2", dtype=self.dtype)(y)
     y = nn.relu(self.norm(name="bn2")(y))
-    y = layers.conv(out_c, 1, use_bias=False, name="conv3", dtype=self.dtype,
-                    impl=self.conv_impl)(y)
+    y = self.convs(out_c, 1, use_bias=False, name="conv3", dtype=self.dtype)(y)
     y = self.norm(name="bn3")(y)
     if self.stride != 1 or x.shape[-1] != out_c:
-      x = layers.conv(out_c, 1, self.stride, use_bias=False, name="downsample_conv",
-                      dtype=self.dtype, impl=self.conv_impl)(x)
+      x = self.convs(out_c, 1, self.stride, use_bias=False, name="downsample_conv",
+                      dtype=self.dtype)(x)
       x = self.norm(name="downsample_bn")(x)
     return nn.relu(x + y)
 
@@ -53,19 +50,17 @@ class BasicBlock(nn.Module):
   norm: callable
   dtype: layers.Dtype = jnp.float32
   expansion: int = 1
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, x):
-    y = layers.conv(self.width, 3, self.stride, use_bias=False, name="conv1", dtype=self.dtype,
-                    impl=self.conv_impl)(x)
+    y = self.convs(self.width, 3, self.stride, use_bias=False, name="conv1", dtype=self.dtype)(x)
     y = nn.relu(self.norm(name="bn1")(y))
-    y = layers.conv(self.width, 3, use_bias=False, name="conv2", dtype=self.dtype,
-                    impl=self.conv_impl)(y)
+    y = self.convs(self.width, 3, use_bias=False, name="conv2", dtype=self.dtype)(y)
     y = self.norm(name="bn2")(y)
     if self.stride != 1 or x.shape[-1] != self.width:
-      x = layers.conv(self.width, 1, self.stride, use_bias=False, name="downsample_conv",
-                      dtype=self.dtype, impl=self.conv_impl)(x)
+      x = self.convs(self.width, 1, self.stride, use_bias=False, name="downsample_conv",
+                      dtype=self.dtype)(x)
       x = self.norm(name="downsample_bn")(x)
     return nn.relu(x + y)
 
@@ -78,7 +73,7 @@ class ResNet(nn.Module):
   norm: str = "frozen_bn"
   norm_eps: float = 1e-5
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, x) -> Sequence[jnp.ndarray]:
@@ -88,8 +83,7 @@ class ResNet(nn.Module):
     block = Bottleneck if kind == "bottleneck" else BasicBlock
     norm = layers.norm_layer(self.norm, self.norm_eps, self.dtype)
     x = x.astype(self.dtype)
-    x = layers.conv(self.width, 7, 2, use_bias=False, name="conv1", dtype=self.dtype,
-                    impl=self.conv_impl)(x)
+    x = self.convs(self.width, 7, 2, use_bias=False, name="conv1", dtype=self.dtype)(x)
     x = nn.relu(norm(name="bn1")(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     outs = []
@@ -97,6 +91,6 @@ class ResNet(nn.Module):
       for i in range(n):
         stride = 2 if (stage > 0 and i == 0) else 1
         x = block(self.width * 2 ** stage, stride, norm, self.dtype,
-                  conv_impl=self.conv_impl, name=f"layer{stage + 1}_{i}")(x)
+                  convs=self.convs, name=f"layer{stage + 1}_{i}")(x)
       outs.append(x)
     return outs

@@ -25,17 +25,15 @@ class RPNHead(nn.Module):
   num_anchors: int = 3
   channels: int = 256
   dtype: layers.Dtype = jnp.float32
-  conv_impl: str = "xla"  # layers.CONV_IMPLS: how its convs run (same numbers)
+  convs: layers.Convs = layers.XLA  # how its convs are computed
 
   @nn.compact
   def __call__(self, feats: Sequence[jnp.ndarray]):
     init = nn.initializers.normal(0.01)
-    conv = layers.conv(self.channels, 3, name="conv", dtype=self.dtype, kernel_init=init,
-                       impl=self.conv_impl)
-    cls = layers.conv(self.num_anchors, 1, name="cls_logits", dtype=self.dtype, kernel_init=init,
-                      impl=self.conv_impl)
-    box = layers.conv(4 * self.num_anchors, 1, name="bbox_pred", dtype=self.dtype,
-                      kernel_init=init, impl=self.conv_impl)
+    conv = self.convs(self.channels, 3, name="conv", dtype=self.dtype, kernel_init=init)
+    cls = self.convs(self.num_anchors, 1, name="cls_logits", dtype=self.dtype, kernel_init=init)
+    box = self.convs(4 * self.num_anchors, 1, name="bbox_pred", dtype=self.dtype,
+                      kernel_init=init)
     logits, deltas = [], []
     for f in feats:
       t = nn.relu(conv(f))

@@ -1,5 +1,5 @@
-"""Convolutions as matmuls, for XLA:CPU: the `cpu` and `matmul` implementations of
-`models.layers.conv` (`config.model.kernels.conv`).
+"""Convolutions as matmuls, for XLA:CPU: what `models.layers.CPU` and `layers.CPU_IN_LOOPS`
+compute convolutions with (`config.model.implementation.conv: cpu`).
 
 XLA:CPU runs the gradient of a 1 x 1 convolution 2-6x slower as a convolution than as a matmul,
 and any convolution gradient inside control flow (the heads' chunk loops) some 50x slower than
@@ -11,8 +11,8 @@ float rounding) with matmuls and additions only:
 - `matmul_conv`: `cpu_conv`, and every other stride-1 conv with symmetric padding as
   im2col (`patches`) + one matmul: no XLA convolution at all, for use inside control flow.
 
-Nothing here asks which backend runs: the model picks an implementation once, when it is
-built (`match_rcnn_jax.backend.resolve`).
+Nothing here asks which backend runs: the model picks its convolutions once, when it is built
+(`match_rcnn_jax.backend.resolve`).
 """
 
 from __future__ import annotations

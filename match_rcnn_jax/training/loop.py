@@ -17,7 +17,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from match_rcnn_jax import backend
 from match_rcnn_jax.data import crop_pairs, pipeline, prepare
 from match_rcnn_jax.models import match_rcnn
 from match_rcnn_jax.training import checkpoints, optim
@@ -118,8 +117,10 @@ class _Logger:
     self.writer.flush()
 
 
-def train(config, workdir: str) -> dict:
-  """Trains (resuming from `workdir` when it holds a checkpoint); returns the final metrics."""
+def train(config, workdir: str, after_compile=None) -> dict:
+  """Trains (resuming from `workdir` when it holds a checkpoint); returns the final metrics.
+  `after_compile()`, when given, runs once between compiling the train step and its first
+  call (train.py gives the host's memory back there, `backend.release_free_heap`)."""
   os.makedirs(workdir, exist_ok=True)
   host = (jax.process_index(), jax.process_count())
   if config.pairs_per_batch % jax.device_count():
@@ -155,9 +156,8 @@ def train(config, workdir: str) -> dict:
     batch = global_batch(local, data_sharding)
     if compiled is None:  # compiled ahead of the first step: every step has these shapes
       compiled = train_step.lower(state, batch).compile()
-      # The memory the compiler freed goes back before the step's temporaries are allocated
-      # (on the CPU backend the host heap keeps it otherwise; benchmarks/RESULTS.md).
-      backend.release_free_heap()
+      if after_compile is not None:
+        after_compile()
     state, metrics = compiled(state, batch)
     done = step + 1
     if done % config.train.log_every == 0 or done == total:
