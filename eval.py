@@ -49,14 +49,14 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where metrics.json goes (
 def _model_variables(config, workdir, step):
   import jax
 
-  from match_rcnn_jax.models import match_rcnn
+  from match_rcnn_jax.models import export, match_rcnn
   from match_rcnn_jax.training import checkpoints, optim
   from match_rcnn_jax.training import step as step_lib
   model = match_rcnn.build(config.model)
   template = match_rcnn.variable_shapes(model, tuple(config.data.canvas))
-  export = os.path.join(workdir, "export")
-  if step is None and os.path.exists(os.path.join(export, "variables")):
-    return model, checkpoints.load_variables(export, template)
+  export_dir = os.path.join(workdir, "export")
+  if step is None and os.path.exists(os.path.join(export_dir, "variables")):
+    return model, export.load_variables(export_dir, template)
   tx = optim.make(config.optimizer, template["params"], config.train.num_steps)
   state = jax.eval_shape(lambda: step_lib.create(template, tx, jax.random.PRNGKey(0),
                                                  step_lib.memory_size(config)))
@@ -82,7 +82,7 @@ def progress_bar(config):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from match_rcnn_jax.evaluation import benchmark, scoring
+  from match_rcnn_jax.evaluation import evaluate, scoring, tables
   files = (_RESULTS.value, _RETRIEVAL.value, _RETRIEVAL_GT.value)
   if any(files):
     if not _GT_DIR.value:
@@ -107,10 +107,10 @@ def main(argv):
     config = _CONFIG.value
     prepare.resolve_data_dir(config, _WORKDIR.value)
     model, variables = _model_variables(config, _WORKDIR.value, _CHECKPOINT.value)
-    metrics = benchmark.evaluate_model(config, model, variables, config.data.eval_split,
+    metrics = evaluate.evaluate_model(config, model, variables, config.data.eval_split,
                                        os.path.join(_WORKDIR.value, "eval"),
                                        progress=progress_bar(config), show_progress=True)
-  print(benchmark.table(metrics))
+  print(tables.table(metrics))
   return 0
 
 

@@ -215,7 +215,7 @@ def run_ours(cfg, weights: str = "") -> dict:
     holder["state"], metrics = compiled(holder["state"], batch)
     # The whole step, as torchvision's. (That the next step does not allocate its ~3 GB of XLA
     # temporaries before this one has freed its own is `backend.tune_host_allocator`'s
-    # synchronous dispatch: benchmarks/RESULTS.md section 12.)
+    # synchronous dispatch.)
     jax.block_until_ready((holder["state"], metrics))
     fg.append(float(metrics["fg_rois"]))
 

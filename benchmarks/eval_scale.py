@@ -4,7 +4,7 @@
 
 Makes a validation-shaped split of its own in `--workdir` (a temporary folder by default) and
 scores it with `python eval.py --gt_dir D --split validation --results R --retrieval_results Q`
-in a child process. The split (`match_rcnn_jax.evaluation.scale_fixture.make_split`): ground
+in a child process. The split (`benchmarks/scale_fixture.py`, `make_split`): ground
 truth in the converter's formats, a third user and two thirds shop images with 1.7 garments
 each, as in the released validation split; K detection records per image in the official
 format (box, RLE mask, 882 keypoint values) and a retrieval record per detection of a user
@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from match_rcnn_jax.evaluation.scale_fixture import make_split
+from scale_fixture import make_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

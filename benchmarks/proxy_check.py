@@ -38,6 +38,7 @@ from PIL import Image
 
 from match_rcnn_jax.data import crop_pairs, prepare
 from match_rcnn_jax.evaluation import reference, retrieval
+from match_rcnn_jax.inference.ranking import NUM_RANKED
 
 BOUNDS = {"category_chance": 0.10, "colour_histogram": 0.15,
           "colour_histogram_category": 0.25}
@@ -247,7 +248,7 @@ def _cnn_rows(data_dir, train_split, eval_split, query, gallery, args) -> dict:
                                 q["bbox"], full) for q in query]))
   g_emb = embed(np.stack([_crop(_image_path(data_dir, eval_split, g["gallery_image_id"]),
                                 g["bbox"], full) for g in gallery]))
-  order = np.argsort(-q_emb @ g_emb.T, axis=1, kind="stable")[:, :retrieval.NUM_RANKED]
+  order = np.argsort(-q_emb @ g_emb.T, axis=1, kind="stable")[:, :NUM_RANKED]
   records = reference.ranked_records(query, gallery, order)
   cnn = retrieval.top_k(retrieval.query_results(query, gallery, records))
   return {"crop_cnn": {k: round(v, 4) for k, v in cnn.items()}, "crop_cnn_steps": steps,
@@ -295,7 +296,7 @@ def main():
            - bank.mean) / bank.std for it in items]).astype(np.float32)
     q_emb = np.asarray(embed(bank_crops(query, "query_image_id")))
     g_emb = np.asarray(embed(bank_crops(gallery, "gallery_image_id")))
-    order = np.argsort(-score(q_emb, g_emb), axis=1, kind="stable")[:, :retrieval.NUM_RANKED]
+    order = np.argsort(-score(q_emb, g_emb), axis=1, kind="stable")[:, :NUM_RANKED]
     records = reference.ranked_records(query, gallery, order)
     mn = retrieval.top_k(retrieval.query_results(query, gallery, records))
     out["mn_alone"] = {k: round(v, 4) for k, v in mn.items()}

@@ -3,7 +3,7 @@
     python benchmarks/retrieval_ranking.py [--queries 10000] [--gallery 20000] [--dim 256]
         [--runs 3] [--naive_queries 200] [--json OUT.json]
 
-Ours: `evaluation.retrieval.rank`, the exact expansion w.v1^2 + w.v2^2 - 2 (w*v1).v2 + b (one
+Ours: `inference.ranking.rank`, the exact expansion w.v1^2 + w.v2^2 - 2 (w*v1).v2 + b (one
 matrix product per block of queries). Reference, on the same embeddings: the similarity network
 applied pair by pair as written, w . (v1 - v2)^2 + b over all (query, gallery) pairs, jitted and
 vectorised over the gallery, timed on `--naive_queries` queries and scaled to the full query
@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from match_rcnn_jax.evaluation import retrieval
+from match_rcnn_jax.inference import ranking
 
-K = retrieval.NUM_RANKED
+K = ranking.NUM_RANKED
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
@@ -63,14 +63,14 @@ def main():
   w = (rng.normal(size=args.dim) / args.dim).astype(np.float32)
   b = 0.1
 
-  ours_s, ours_all = _median_time(lambda: retrieval.rank(queries, gallery, w, b, K), args.runs)
+  ours_s, ours_all = _median_time(lambda: ranking.rank(queries, gallery, w, b, K), args.runs)
   nq = max(8, args.naive_queries // 8 * 8)
   sub, gal = jnp.asarray(queries[:nq]), jnp.asarray(gallery)
   naive = lambda: jax.block_until_ready(_naive_top_k(sub, gal, jnp.asarray(w), b))  # noqa
   naive_s, naive_all = _median_time(naive, args.runs)
   naive_full_s = naive_s * args.queries / nq
 
-  idx_ours, _ = retrieval.rank(queries[:nq], gallery, w, b, K)
+  idx_ours, _ = ranking.rank(queries[:nq], gallery, w, b, K)
   _, idx_naive = jax.device_get(_naive_top_k(sub, gal, jnp.asarray(w), b))
   agree = float(np.mean(idx_ours == np.asarray(idx_naive)))
 

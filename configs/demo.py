@@ -48,8 +48,7 @@ def get_config():
   # scale), not the detector's features, so its loss leaves the detector alone; besides the
   # batch's RoIs it ranks a side batch of 32 (shop, user) ground-truth crop pairs a step,
   # 4 products of a pair_id group (a proxy family) at a time (data.crop_pairs): the 2 image
-  # pairs of a step hold about 12 positive RoI pairs, too few to learn from
-  # (benchmarks/RESULTS.md section 13).
+  # pairs of a step hold about a dozen positive RoI pairs, too few to learn from.
   m.match_head.features = "crop"
   m.match_head.crop_size = 28
   m.match_head.crop_channels = (16, 32, 64)
@@ -61,7 +60,7 @@ def get_config():
   m.match_head.memory_start = 100
   config.loss_weights.match_list = 1.0
   # Pairs from any products: a proxy family is one category, and batches of one category cost
-  # the detector its class head (box AP50 0.36 against 0.54 mixed, benchmarks/RESULTS.md).
+  # the detector its class head (it never sees two categories side by side).
   config.data.pair_batches_by_category = False
   # The gallery garments of the query's category first (the detector's class).
   config.eval.rank_within_category = True

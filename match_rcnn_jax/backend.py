@@ -9,16 +9,14 @@
   execution's large temporary buffers afresh; with glibc's defaults a large buffer is a fresh
   mapping, freed memory is trimmed and worker threads get arenas of their own, so every step
   touches gigabytes of new pages; with one arena, large buffers from the heap and no trimming
-  (`mallopt`), it touches none (measured: benchmarks/RESULTS.md). The process keeps its peak
-  heap between steps. And computations run synchronously (`jax_cpu_enable_async_dispatch`
-  off): with asynchronous dispatch an execution's outputs are ready (and `block_until_ready`
-  returns) a moment before its temporaries are freed, so the next step could allocate its
-  own first, and the heap then held two steps' temporaries (configs/bench_cpu.py: 7.5 to
-  10.6 GB resident instead of 4.6 GB in 4 of 11 processes; RESULTS.md section 12).
-  On GPU and TPU hosts nothing is changed (one arena would serialise tf.data's worker threads
-  there). `MATCH_RCNN_MALLOC_TUNING=0` turns it off.
-- `release_free_heap()`: the heap's free pages back to the system once (`malloc_trim`); the
-  training loop calls it between compiling the train step and running it.
+  (`mallopt`), it touches none. The process keeps its peak heap between steps. And
+  computations run synchronously (`jax_cpu_enable_async_dispatch` off): with asynchronous
+  dispatch an execution's outputs are ready (and `block_until_ready` returns) a moment before
+  its temporaries are freed, so the next step could allocate its own first, and the heap then
+  held two steps' temporaries. On GPU and TPU hosts nothing is changed (one arena would
+  serialise tf.data's worker threads there). `MATCH_RCNN_MALLOC_TUNING=0` turns it off.
+- `release_free_heap()`: the heap's free pages back to the system once (`malloc_trim`); train.py
+  has the training loop call it between compiling the train step and running it.
 """
 
 from __future__ import annotations
@@ -37,8 +35,8 @@ import ml_collections
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 # One arena (a second one, a heap of 64 MB mappings, maps every larger request afresh); no
 # request served by a fresh mapping; freed memory kept for the next step (-1: never trim; a
-# finite threshold, even 2 GB, gives a step's 3.8 GB of XLA temporaries back to the kernel
-# after every step of configs/bench_cpu.py, and the next step faults them in again).
+# finite threshold gives a step's XLA temporaries back to the kernel after every step, and the
+# next step faults them in again).
 MALLOPT = {"M_ARENA_MAX": (_M_ARENA_MAX, 1), "M_MMAP_MAX": (_M_MMAP_MAX, 0),
            "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, -1)}
 OPT_OUT = "MATCH_RCNN_MALLOC_TUNING"
@@ -142,8 +140,7 @@ def _libc():
 def release_free_heap() -> bool:
   """Gives the pages of the heap's free memory back to the system (glibc's `malloc_trim(0)`),
   once, e.g. after compiling: with trimming off (`MALLOPT`), the memory that XLA's compiler
-  freed stays resident, and the train step's temporaries, allocated above it, add to it
-  (configs/bench_cpu.py: 2.8 GB resident after compiling, plus 2.7 GB of temporaries).
+  freed stays resident, and the train step's temporaries, allocated above it, add to it.
   True where it ran (glibc)."""
   libc = _libc()
   if libc is None:

@@ -26,7 +26,8 @@ def test_paper_config_builds_the_papers_matching_network():
   from match_rcnn_jax.models import matching
   model_cfg = deepfashion2_r50_fpn.get_config().model
   assert matching.parse_features(model_cfg.match_head.features) == ("landmark", "box")
-  assert matching.paper_name(model_cfg.match_head.features) == "pose+class"
+  assert "+".join(matching.FEATURE_STREAMS[s] for s in matching.parse_features(
+      model_cfg.match_head.features)) == "pose+class"
   assert model_cfg.match_head.feature_grad_scale == 1.0
   model = match_rcnn.build(model_cfg)
   shapes = jax.eval_shape(lambda: match_rcnn.init(model, jax.random.PRNGKey(0), (64, 64)))

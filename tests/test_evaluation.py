@@ -5,7 +5,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.evaluation import coco_metrics, results
+from match_rcnn_jax.evaluation import coco_metrics, result_files
+from match_rcnn_jax.inference import records as records_lib
 
 
 def gt_as_records(gt):
@@ -56,7 +57,7 @@ def test_landmark_gt_settings(tiny_config):
 def test_paste_mask_and_records():
   prob = np.zeros((28, 28), np.float32)
   prob[:, :14] = 1.0
-  m = results.paste_mask(prob, (10, 20, 30, 40), 50, 60)
+  m = records_lib.paste_mask(prob, (10, 20, 30, 40), 50, 60)
   assert m.shape == (50, 60) and m.sum() == 20 * 10
   assert m[20:40, 10:20].all() and not m[:, 20:].any()
   outputs = {"valid": np.array([[True, False]]), "boxes": np.array([[[20, 40, 60, 80],
@@ -66,7 +67,7 @@ def test_paste_mask_and_records():
              "landmarks": np.zeros((1, 2, 294, 3), np.float32)}
   outputs["landmarks"][0, 0, 60] = [30, 50, 4.0]
   info = np.array([[100, 120, 2.0, 2.0, 200, 240]], np.float32)  # resized x2
-  (rec,) = results.to_records(outputs, [7], info)
+  (rec,) = records_lib.to_records(outputs, [7], info)
   assert rec["image_id"] == 7 and rec["category_id"] == 3 and rec["score"] == np.float32(0.9)
   np.testing.assert_allclose(rec["bbox"], [10, 20, 20, 20])
   assert len(rec["keypoints"]) == 882 and rec["keypoints"][180:183] == [15.0, 25.0, 1.0]
@@ -174,7 +175,7 @@ def test_one_evaluation_per_task_equals_pycocotools_and_leaves_records_unchanged
 
 
 def test_json_array_read_in_pieces_equals_json_load(tmp_path):
-  """`results.iter_json_array` with chunks of 1 to 40 characters (elements, numbers and
+  """`result_files.iter_json_array` with chunks of 1 to 40 characters (elements, numbers and
   strings cut anywhere) yields what `json.load` gives; malformed text fails naming the file."""
   import pytest
   rng = np.random.default_rng(3)
@@ -188,13 +189,13 @@ def test_json_array_read_in_pieces_equals_json_load(tmp_path):
       data = [int(v) for v in rng.integers(0, 10**9, n)]  # bare numbers: cut mid-number
     path.write_text(json.dumps(data, indent=1 if trial % 2 else None))
     chunk = int(rng.integers(1, 41))
-    assert list(results.iter_json_array(str(path), chunk_chars=chunk)) == data, (trial, chunk)
+    assert list(result_files.iter_json_array(str(path), chunk_chars=chunk)) == data, (trial, chunk)
   for text, message in (("", "expected a JSON array"), ("{}", "expected a JSON array"),
                         ("[1, 2", "without ']'"), ("[1 2]", "expected ',' or ']' after record 0"),
                         ("[1,]", "record 1: invalid JSON"), ("[1] x", "after the array")):
     path.write_text(text)
-    with pytest.raises(results.ResultsError, match=message) as err:
-      list(results.iter_json_array(str(path), chunk_chars=3))
+    with pytest.raises(result_files.ResultsError, match=message) as err:
+      list(result_files.iter_json_array(str(path), chunk_chars=3))
     assert str(path) in str(err.value)
 
 

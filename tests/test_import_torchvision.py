@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from configs.model import model_config
-from match_rcnn_jax.models import match_rcnn
+from match_rcnn_jax.models import export, match_rcnn
 from match_rcnn_jax.tools import import_torchvision
-from match_rcnn_jax.training import checkpoints
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -38,7 +37,7 @@ def test_import_coco_style_maskrcnn(tmp_path):
                      "roi_heads.mask_predictor.mask_fcn_logits.bias"}
   model = match_rcnn.build(model_config())
   template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(1), (64, 64)))
-  restored = checkpoints.load_variables(str(out), template)
+  restored = export.load_variables(str(out), template)
   np.testing.assert_array_equal(
       restored["params"]["backbone"]["conv1"]["kernel"],
       tv.state_dict()["backbone.body.conv1.weight"].numpy().transpose(2, 3, 1, 0))
@@ -62,7 +61,7 @@ def test_import_imagenet_resnet(tmp_path):
   assert all(p.split("/")[1] != "backbone" for p in report["not_loaded"])
   model = match_rcnn.build(model_config())
   template = jax.device_get(match_rcnn.init(model, jax.random.PRNGKey(1), (64, 64)))
-  restored = checkpoints.load_variables(str(tmp_path / "r50"), template)
+  restored = export.load_variables(str(tmp_path / "r50"), template)
   np.testing.assert_array_equal(restored["params"]["backbone"]["layer4_2"]["conv3"]["kernel"],
                                 state["layer4.2.conv3.weight"].transpose(2, 3, 1, 0))
 

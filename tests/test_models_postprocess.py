@@ -49,12 +49,12 @@ def test_decode_landmarks_hand_computed():
   assert (out[0, :off] == 0).all() and (out[0, off + 8:] == 0).all()
 
 
-def test_category_block_and_mask_selection():
-  lowres = jnp.arange(294, dtype=jnp.float32)[None, None, None, :]
-  block = np.asarray(postprocess.category_block(lowres, jnp.array([8])))
+def test_block_channels_and_mask_selection():
+  idx, in_block = map(np.asarray, postprocess.block_channels(jnp.array([8, 0])))
   off = schema.CATEGORY_BY_ID[8].offset
-  np.testing.assert_array_equal(block[0, 0, 0, :14], np.arange(off, off + 14))
-  assert np.isneginf(block[0, 0, 0, 14:]).all()
+  np.testing.assert_array_equal(idx[0, :14], np.arange(off, off + 14))
+  assert in_block[0, :14].all() and not in_block[0, 14:].any()
+  assert not in_block[1].any()  # class 0 (padding): an empty block
   logits = jnp.zeros((2, 3, 3, 14)).at[1, :, :, 5].set(10.0)
   probs = np.asarray(postprocess.select_class_masks(logits, jnp.array([5, 5])))
   np.testing.assert_allclose(probs[0], 0.5)

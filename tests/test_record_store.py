@@ -6,10 +6,10 @@ import os
 
 import pytest
 
+from benchmarks.scale_fixture import make_split
 from match_rcnn_jax.data import schema
 from match_rcnn_jax.evaluation import coco_metrics, record_store, scoring
-from match_rcnn_jax.evaluation.results import ResultsError
-from match_rcnn_jax.evaluation.scale_fixture import make_split
+from match_rcnn_jax.evaluation.result_files import ResultsError
 from tests.test_evaluation import pycocotools_stats
 
 
@@ -49,7 +49,7 @@ def test_spilled_groups_score_as_the_whole_and_as_pycocotools(split, tmp_path):
 def test_retrieval_read_record_by_record_equals_the_whole_list(split):
   """The streamed retrieval scoring (best detection per query item kept as records pass)
   equals the protocol run on the records held as a list, hits included."""
-  from match_rcnn_jax.evaluation import retrieval
+  from match_rcnn_jax.evaluation import diagnostics, retrieval
   records = json.load(open(os.path.join(split, "retrieval_results.json")))
   query = json.load(open(os.path.join(split, "validation_query.json")))
   gallery = json.load(open(os.path.join(split, "validation_gallery.json")))
@@ -58,7 +58,7 @@ def test_retrieval_read_record_by_record_equals_the_whole_list(split):
   expected = retrieval.score(query, gallery, records)
   assert top == {k: round(v, 4) for k, v in expected.items()}
   assert 0.1 < top["top20"] < 0.9 and top["top1"] < top["top20"]
-  assert hub == round(retrieval.hub_share(records), 4)
+  assert hub == round(diagnostics.hub_share(records), 4)
   assert set(table) == set(retrieval.SUBSETS)
   # Judged from a one-pass iterator, the same items with the same detections.
   listed = retrieval.query_results(query, gallery, records)

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from match_rcnn_jax.evaluation import retrieval
+from match_rcnn_jax.evaluation import diagnostics, retrieval, retrieval_records
+from match_rcnn_jax.inference import ranking
 from match_rcnn_jax.models import matching
 
 # ---------------------------------------------------------------------------- ranking
@@ -25,21 +26,21 @@ def test_rank_is_exactly_the_similarity_network_pair_by_pair():
                                                                          0), gallery))
                      for q in queries])  # [Q, G, 2]
   d = logits[..., 1] - logits[..., 0]
-  w, b = retrieval.similarity_vector(params)
-  idx, val = retrieval.rank(queries, gallery, w, b, k=20, block=16)  # 3 blocks, last padded
+  w, b = ranking.similarity_vector(params)
+  idx, val = ranking.rank(queries, gallery, w, b, k=20, block=16)  # 3 blocks, last padded
   expect = np.argsort(-d, axis=1, kind="stable")[:, :20]
   np.testing.assert_array_equal(idx, expect)
   np.testing.assert_allclose(val, np.take_along_axis(d, expect, 1), rtol=1e-4, atol=1e-4)
   # sigmoid of the logit difference is the network's softmax match probability.
   p = np.exp(logits[..., 1]) / np.exp(logits).sum(-1)
-  np.testing.assert_allclose(retrieval.sigmoid(val[:, 0]), p[np.arange(37), expect[:, 0]],
+  np.testing.assert_allclose(ranking.sigmoid(val[:, 0]), p[np.arange(37), expect[:, 0]],
                              rtol=1e-4)
 
 
 def test_rank_with_a_gallery_smaller_than_k():
   w, b = -np.ones(4, np.float32), 0.0
   g = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [3, 3, 3, 3]], np.float32)
-  idx, val = retrieval.rank(np.array([[1.1, 1, 1, 1]], np.float32), g, w, b, k=5)
+  idx, val = ranking.rank(np.array([[1.1, 1, 1, 1]], np.float32), g, w, b, k=5)
   # w = -1: logit = -|q - g|^2 -> nearest first.
   np.testing.assert_array_equal(idx[0], [1, 0, 2, -1, -1])
   assert np.isneginf(val[0, 3:]).all()
@@ -50,14 +51,14 @@ def test_rank_within_category_puts_the_querys_category_first():
   w, b = -np.ones(2, np.float32), 0.0
   g = np.array([[0, 0], [1, 1], [2, 2], [5, 5]], np.float32)
   q = np.array([[0.9, 0.9], [4.0, 4.0]], np.float32)
-  idx, _ = retrieval.rank(q, g, w, b, k=4)
+  idx, _ = ranking.rank(q, g, w, b, k=4)
   np.testing.assert_array_equal(idx, [[1, 0, 2, 3], [3, 2, 1, 0]])
   # gallery categories 1, 2, 1, 2: each query's category first, each part nearest first
-  idx, val = retrieval.rank(q, g, w, b, k=4, query_classes=[1, 1],
+  idx, val = ranking.rank(q, g, w, b, k=4, query_classes=[1, 1],
                             gallery_classes=[1, 2, 1, 2])
   np.testing.assert_array_equal(idx, [[0, 2, 1, 3], [2, 0, 3, 1]])
   np.testing.assert_allclose(val[0, :2], [-1.62, -2.42], atol=1e-4)  # logits unchanged
-  records = retrieval.make_records(
+  records = retrieval_records.make_records(
       [{"image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 2, "score": 1.0}],
       [{"image_id": 10 + i, "bbox": [0, 0, 1, 1], "category_id": c, "score": 1.0}
        for i, c in enumerate([1, 2, 1, 2])], q[:1], g, w, b, within_category=True)
@@ -161,11 +162,11 @@ def test_make_records_pads_short_galleries_and_keeps_the_format():
              {"image_id": 30, "bbox": [20, 20, 80, 80], "category_id": 3, "score": 0.7}]
   q = np.array([[1.0, 0.0]], np.float32)
   g = np.array([[0.0, 0.0], [1.0, 0.1]], np.float32)
-  (rec,) = retrieval.make_records(queries, gallery, q, g, -np.ones(2, np.float32), 0.0)
+  (rec,) = retrieval_records.make_records(queries, gallery, q, g, -np.ones(2, np.float32), 0.0)
   assert rec["gallery_image_id"] == [30] + [20] * 19
   assert len(rec["gallery_bbox"]) == 20 and rec["gallery_bbox"][0] == [20, 20, 80, 80]
   retrieval.validate([rec], {10, 20, 30}, "x")
-  assert retrieval.make_records(queries, [], q, g[:0], np.ones(2), 0.0) == []
+  assert retrieval_records.make_records(queries, [], q, g[:0], np.ones(2), 0.0) == []
 
 
 # ---------------------------------------------------------------------------- GT boxes, subsets
@@ -201,13 +202,13 @@ def _gt_predictions(data_dir, perfect: bool):
 def test_gt_box_retrieval_and_subsets_with_perfect_embeddings(tiny_config, tmp_path, perfect):
   """Ground-truth-box retrieval: perfect embeddings rank a garment's product first for every
   query, in every subset; the pair AUC is 1 and no item is a hub. Random ones do not."""
-  from match_rcnn_jax.evaluation import benchmark, scoring
+  from match_rcnn_jax.evaluation import scoring
   data_dir = tiny_config.data.dir
   pred = _gt_predictions(data_dir, perfect)
   dim = pred.gt_embeddings.shape[1]
   params = {"weight": np.full((dim,), np.log(np.expm1(1.0 / dim)), np.float32),
             "bias": np.float32(0.0)}
-  records = benchmark.gt_retrieval_records(pred, params)
+  records = retrieval_records.gt_retrieval_records(pred, params)
   with open(os.path.join(data_dir, "validation_query.json")) as f:
     query = json.load(f)
   assert len(records) == len(query)  # every user garment, style 0 included, is a query
@@ -219,7 +220,7 @@ def test_gt_box_retrieval_and_subsets_with_perfect_embeddings(tiny_config, tmp_p
   assert set(table) == {"scale", "occlusion", "zoom_in", "viewpoint"}
   cells = [m for values in table.values() for m in values.values() if m is not None]
   assert len(cells) >= 4
-  auc = benchmark.pair_auc(pred, params)
+  auc = diagnostics.pair_auc(pred, params)
   hub = metrics["retrieval_diagnostics"]["hub_share_gt_boxes"]
   if perfect:
     assert top == {f"top{k}": 1.0 for k in (1, 5, 10, 15, 20)}
@@ -249,5 +250,5 @@ def test_subsets_count_each_query_in_its_attribute_value():
   assert table["scale"]["large"]["top20"] == 0.0  # a miss
   assert table["zoom_in"]["no"]["top1"] == 1.0 and table["zoom_in"]["medium"]["top1"] == 0.0
   assert table["occlusion"] == {"slight": None, "medium": None, "heavy": None}
-  assert retrieval.roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
-  assert retrieval.roc_auc([1.0, 1.0], [0, 1]) == 0.5
+  assert diagnostics.roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+  assert diagnostics.roc_auc([1.0, 1.0], [0, 1]) == 0.5

@@ -9,8 +9,8 @@ import pytest
 from flax import traverse_util
 
 from configs import tiny
-from match_rcnn_jax.models import match_rcnn
-from match_rcnn_jax.training import checkpoints, loop, optim
+from match_rcnn_jax.models import export, match_rcnn
+from match_rcnn_jax.training import loop, optim
 
 
 def _config(data_dir):
@@ -23,7 +23,7 @@ def _exported(workdir):
   config = tiny.get_config()
   model = match_rcnn.build(config.model)
   template = match_rcnn.variable_shapes(model, (128, 128))
-  return jax.device_get(checkpoints.load_variables(os.path.join(workdir, "export"),
+  return jax.device_get(export.load_variables(os.path.join(workdir, "export"),
                                                           template))
 
 

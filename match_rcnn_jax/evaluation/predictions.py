@@ -10,8 +10,9 @@ import jax
 import numpy as np
 
 from match_rcnn_jax.data import pipeline, schema
-from match_rcnn_jax.evaluation import results
+from match_rcnn_jax.evaluation import result_files
 from match_rcnn_jax.inference import jitted
+from match_rcnn_jax.inference import records as records_lib
 
 
 @dataclasses.dataclass
@@ -30,7 +31,7 @@ class SplitPredictions:
 
 def _gt_items(batch, b: int) -> tuple[list[dict], np.ndarray]:
   keep = np.nonzero(batch["valid"][b])[0]
-  boxes = results.original_boxes(batch["boxes"][b, keep], batch["image_info"][b])
+  boxes = records_lib.original_boxes(batch["boxes"][b, keep], batch["image_info"][b])
   items = []
   for k, box in zip(keep, boxes):
     attrs = batch["attributes"][b, k]
@@ -62,7 +63,7 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
   ds = pipeline.image_dataset(config.data, split, batch_size, train=False, with_masks=False,
                               host=host)
   records, embeddings, sources, gt_items, gt_embeddings = [], [], [], [], []
-  with (results.JsonArrayWriter(records_path) if records_path
+  with (result_files.JsonArrayWriter(records_path) if records_path
         else contextlib.nullcontext()) as writer:
     for batch in pipeline.as_numpy(ds):
       n = batch["image"].shape[0]
@@ -73,7 +74,7 @@ def predict_split(config, model, variables, split: str, batch_size: int | None =
       args = (variables, images, info[:, 4:6]) + ((boxes,) if with_embeddings else ())
       out = jax.device_get(infer(model, *args))
       out = {k: v[:n] for k, v in out.items()}
-      batch_records = results.to_records(out, batch["image_id"], batch["image_info"])
+      batch_records = records_lib.to_records(out, batch["image_id"], batch["image_info"])
       if writer is None:
         records += batch_records
       else:

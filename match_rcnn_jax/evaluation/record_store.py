@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from match_rcnn_jax.evaluation.results import ResultsError
+from match_rcnn_jax.evaluation.result_files import ResultsError
 
 FIELDS = ("bbox", "segmentation", "keypoints")
 _FLUSH = 256  # records a group's stream buffers before writing them

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from match_rcnn_jax.evaluation import retrieval
+from match_rcnn_jax.inference.ranking import NUM_RANKED
 
 RANKERS = ("category_chance", "colour_histogram", "colour_histogram_category")
 LIFT_K = (1, 5)
@@ -140,8 +141,8 @@ def ranked_records(query_gt: list[dict], gallery_gt: list[dict], order: np.ndarr
   entries are `order` [Q, >= 20] (gallery indices, best first)."""
   out = []
   for q, row in zip(query_gt, order):
-    row = [int(j) for j in row[:retrieval.NUM_RANKED]]
-    row += [row[-1]] * (retrieval.NUM_RANKED - len(row))
+    row = [int(j) for j in row[:NUM_RANKED]]
+    row += [row[-1]] * (NUM_RANKED - len(row))
     out.append({"query_image_id": q["query_image_id"], "query_bbox": list(q["bbox"]),
                 "query_cls": q["cls"], "query_score": 1.0,
                 "gallery_image_id": [gallery_gt[j]["gallery_image_id"] for j in row],
@@ -157,7 +158,7 @@ def histogram_order(distances: np.ndarray, query_classes=None,
   if query_classes is not None:
     other = np.asarray(query_classes)[:, None] != np.asarray(gallery_classes)[None, :]
     d = d + other * (d.max() + 1.0 if d.size else 1.0)
-  return np.argsort(d, axis=1, kind="stable")[:, :retrieval.NUM_RANKED]
+  return np.argsort(d, axis=1, kind="stable")[:, :NUM_RANKED]
 
 
 def reference_top_k(query_gt: list[dict], gallery_gt: list[dict], gallery_classes,

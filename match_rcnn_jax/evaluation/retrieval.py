@@ -1,12 +1,4 @@
-"""Consumer-to-shop retrieval: exact match-network ranking and the official top-k protocol.
-
-Ranking. The similarity network's preference for "same product" over "different" is
-d = w . (v1 - v2)^2 + b (`models.matching`: the difference of its two output logits, with
-w <= 0), and the match probability is sigmoid(d). Expanding the square, d = w . v1^2 + w . v2^2
-- 2 (w * v1) . v2 + b: scoring every query against every gallery item is one matrix product plus
-two vectors, exactly (no approximation), the same function that scores the training batch's
-pairs (`models.matching.pairwise_logits`). `rank` does this in jitted blocks of queries against
-a padded gallery and keeps the top k of each query.
+"""Consumer-to-shop retrieval: the official top-k protocol.
 
 Protocol (the official `deepfashion2_retrieval_test.py`, REFERENCE.md section 5.3), implemented
 by `score` on the official file formats:
@@ -27,109 +19,18 @@ by `score` on the official file formats:
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections import Counter, defaultdict
+from collections import defaultdict
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.evaluation.results import ResultsError
-from match_rcnn_jax.evaluation.results import is_number as _number
-from match_rcnn_jax.models import matching
+from match_rcnn_jax.evaluation.result_files import ResultsError
+from match_rcnn_jax.evaluation.result_files import is_number as _number
+from match_rcnn_jax.inference.ranking import NUM_RANKED
 
 TOP_K = (1, 5, 10, 15, 20)
-NUM_RANKED = 20  # gallery entries per query in a result record
 HIT_IOU = 0.5
 
-
-# ---------------------------------------------------------------------------- ranking
-
-
-def similarity_vector(similarity_params) -> tuple[np.ndarray, float]:
-  """(w [D], b) of the match logit d = w . (v1 - v2)^2 + b from the Similarity module's
-  parameters (`models.matching.effective_weights`: w = -softplus(weight) <= 0)."""
-  w, b = matching.effective_weights(similarity_params)
-  return np.asarray(w, np.float32), float(b)
-
-
-def pairwise_logits(queries, gallery, w, b):
-  """Match logits [Q, G] of every query [Q, D] against every gallery item [G, D]: the network's
-  own `models.matching.pairwise_logits`."""
-  return matching.pairwise_logits(queries, gallery, jnp.asarray(w, jnp.float32), b)
-
-
-# Added to the logit of a gallery item of another category than the query's when ranking
-# within the category first: below every same-category item, in their own order after them.
-OTHER_CATEGORY = -1e4
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _block_top_k(queries, gallery, gallery_valid, w, b, query_classes, gallery_classes, k: int):
-  logits = pairwise_logits(queries, gallery, w, b)
-  logits += jnp.where(query_classes[:, None] == gallery_classes[None, :], 0.0, OTHER_CATEGORY)
-  logits = jnp.where(gallery_valid[None, :], logits, -jnp.inf)
-  return jax.lax.top_k(logits, k)
-
-
-def rank(queries: np.ndarray, gallery: np.ndarray, w, b, k: int = NUM_RANKED,
-         block: int | None = None, progress=None, block_mb: float = 256,
-         query_classes=None, gallery_classes=None) -> tuple[np.ndarray, np.ndarray]:
-  """Top-k gallery indices [Q, k] and match logits [Q, k] of each query (best first); with
-  `query_classes` [Q] and `gallery_classes` [G], the gallery items of the query's category
-  first (their logits unchanged, the others' lowered by 10^4).
-
-  Queries go through one compiled function in blocks of `block` (the last one padded; by
-  default 1024, fewer where a block's logits against the gallery would pass `block_mb` MB:
-  memory stays linear in the query and gallery counts); the gallery is padded to a multiple
-  of 1024 so nearby gallery sizes share a compilation. Entries past the gallery size (k > G)
-  have index -1 and logit -inf.
-  """
-  queries = np.asarray(queries, np.float32)
-  gallery = np.asarray(gallery, np.float32)
-  n_q, n_g = len(queries), len(gallery)
-  dim = gallery.shape[1] if gallery.ndim == 2 else queries.shape[1]
-  g_pad = max(1024, -(-n_g // 1024) * 1024)
-  gal = np.zeros((g_pad, dim), np.float32)
-  gal[:n_g] = gallery
-  valid = np.arange(g_pad) < n_g
-  kk = min(k, g_pad)
-  if block is None:
-    block = max(1, min(1024, int(block_mb * 2**20) // (4 * g_pad)))
-  block = max(1, min(block, max(n_q, 1)))
-  idx_out = np.full((n_q, k), -1, np.int64)
-  val_out = np.full((n_q, k), -np.inf, np.float32)
-  gal_d, valid_d = jnp.asarray(gal), jnp.asarray(valid)
-  w = jnp.asarray(w, jnp.float32)
-  by_class = query_classes is not None and gallery_classes is not None
-  q_cls = np.zeros(n_q, np.int32) if not by_class else np.asarray(query_classes, np.int32)
-  g_cls = np.zeros(g_pad, np.int32)
-  if by_class:
-    g_cls[:n_g] = np.asarray(gallery_classes, np.int32)
-  g_cls = jnp.asarray(g_cls)
-  for start in range(0, n_q, block):
-    chunk = queries[start:start + block]
-    cls = q_cls[start:start + block]
-    n = len(chunk)
-    if n < block:
-      chunk = np.concatenate([chunk, np.zeros((block - n, dim), np.float32)])
-      cls = np.concatenate([cls, np.zeros(block - n, np.int32)])
-    vals, idx = jax.device_get(_block_top_k(chunk, gal_d, valid_d, w, b, cls, g_cls, kk))
-    vals, idx = vals[:n], idx[:n]
-    found = min(kk, n_g)
-    idx_out[start:start + n, :found] = idx[:, :found]
-    val_out[start:start + n, :found] = vals[:, :found]
-    if progress is not None:
-      progress(n)
-  return idx_out, val_out
-
-
-def sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
-
-
-# ---------------------------------------------------------------------------- protocol
 
 
 class RetrievalResultsError(ResultsError):
@@ -285,57 +186,6 @@ def score_subsets(results: list[QueryResult], attributes) -> dict:
   return out
 
 
-def first_entry(record: dict) -> tuple:
-  """A retrieval record's first gallery entry: (shop image id, box rounded to 0.01)."""
-  return (record["gallery_image_id"][0],
-          tuple(round(float(v), 2) for v in record["gallery_bbox"][0]))
-
-
-def hub_share(records) -> float:
-  """The share of `records` whose first gallery entry is the most frequent first entry (an
-  entry = shop image id + box): near 1 / gallery size for a ranking that depends on its query,
-  near 1 when one "hub" item tops every ranking."""
-  return hub_share_of(Counter(first_entry(r) for r in records))
-
-
-def hub_share_of(firsts: Counter) -> float:
-  """`hub_share` from the count of each first entry (`first_entry`) over the records."""
-  total = sum(firsts.values())
-  return firsts.most_common(1)[0][1] / total if total else 0.0
-
-
-def roc_auc(scores, labels) -> float:
-  """Area under the ROC curve of `scores` for binary `labels` (ties count one half); NaN
-  without both classes."""
-  scores = np.asarray(scores, np.float64)
-  labels = np.asarray(labels, bool)
-  n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-  if not n_pos or not n_neg:
-    return float("nan")
-  _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-  ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged
-  return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def pair_auc_same_category(query_items: list[dict], query_emb, gallery_items: list[dict],
-                           gallery_emb, w, b) -> float:
-  """ROC AUC of the match logit over every (query item with style > 0, gallery item of the same
-  category) pair: positives share pair_id and style, negatives are other products of the
-  category, the pairs that only colour and pattern tell apart. Items: {'category_id',
-  'pair_id', 'style'}, row-aligned with the embeddings."""
-  q = [i for i, it in enumerate(query_items) if it["style"] > 0]
-  if not q or not gallery_items:
-    return float("nan")
-  logits = np.asarray(pairwise_logits(np.asarray(query_emb)[q], gallery_emb, w, b))
-  cat = lambda items, idx: np.asarray([items[i]["category_id"] for i in idx])  # noqa: E731
-  key = lambda items, idx: np.asarray([(items[i]["pair_id"], items[i]["style"])  # noqa: E731
-                                       for i in idx])
-  g = range(len(gallery_items))
-  same_cat = cat(query_items, q)[:, None] == cat(gallery_items, g)[None, :]
-  same = (key(query_items, q)[:, None, :] == key(gallery_items, g)[None, :, :]).all(-1)
-  return roc_auc(logits[same_cat], same[same_cat])
-
-
 def _hits(record: dict, target_images: dict) -> list[bool]:
   """Per retrieved entry: a target (in a target image, IoU >= 0.5 with a target box)."""
   out = []
@@ -346,38 +196,3 @@ def _hits(record: dict, target_images: dict) -> list[bool]:
   return out
 
 
-def make_records(queries: list[dict], gallery: list[dict], query_emb: np.ndarray,
-                 gallery_emb: np.ndarray, w, b, progress=None,
-                 within_category: bool = False) -> list[dict]:
-  """Retrieval result records: for every query detection, its NUM_RANKED best gallery
-  detections by match logit.
-
-  queries / gallery: detections {'image_id', 'bbox' [x1, y1, x2, y2], 'category_id',
-  'score'}; the embeddings are row-aligned with them. A gallery of fewer than NUM_RANKED
-  items is padded by repeating its last ranked entry (the official format needs 20; a repeat
-  can never turn a miss into a hit). Empty when either side is empty. `within_category`: the
-  gallery items of the query's category (its `category_id`) ranked first (`rank`).
-  """
-  return list(iter_records(queries, gallery, query_emb, gallery_emb, w, b, progress,
-                           within_category))
-
-
-def iter_records(queries: list[dict], gallery: list[dict], query_emb: np.ndarray,
-                 gallery_emb: np.ndarray, w, b, progress=None, within_category: bool = False):
-  """`make_records`, one record at a time (the ranking is done first, then each record is
-  made as it is taken: a million queries' records need not be held at once)."""
-  if not queries or not gallery:
-    return
-  classes = {}
-  if within_category:
-    classes = {"query_classes": [q["category_id"] for q in queries],
-               "gallery_classes": [g["category_id"] for g in gallery]}
-  idx, _ = rank(query_emb, gallery_emb, w, b, NUM_RANKED, progress=progress, **classes)
-  for q, row in zip(queries, idx):
-    row = [int(i) for i in row if i >= 0]
-    row += [row[-1]] * (NUM_RANKED - len(row))
-    yield {"query_image_id": int(q["image_id"]),
-           "query_bbox": [float(v) for v in q["bbox"]],
-           "query_cls": int(q["category_id"]), "query_score": float(q["score"]),
-           "gallery_image_id": [int(gallery[i]["image_id"]) for i in row],
-           "gallery_bbox": [[float(v) for v in gallery[i]["bbox"]] for i in row]}

@@ -29,11 +29,11 @@ from collections import Counter
 from tqdm import tqdm
 
 from match_rcnn_jax.data import schema
-from match_rcnn_jax.evaluation import coco_metrics, retrieval
+from match_rcnn_jax.evaluation import coco_metrics, diagnostics, retrieval
 from match_rcnn_jax.evaluation import reference as reference_lib
 from match_rcnn_jax.evaluation.record_store import RecordStore
-from match_rcnn_jax.evaluation.results import ResultsError, all_numbers, iter_json_array
-from match_rcnn_jax.evaluation.results import is_number as _number
+from match_rcnn_jax.evaluation.result_files import ResultsError, all_numbers, iter_json_array
+from match_rcnn_jax.evaluation.result_files import is_number as _number
 
 TASKS = (("bbox", "bbox", True), ("segm", "segm", True), ("landmarks_vis", "keypoints", True),
          ("landmarks_vis_occ", "keypoints", False))
@@ -78,9 +78,8 @@ def validate_record(r, i: int, image_ids: set, path: str) -> None:
 
 GROUP_MB = 256  # result-file megabytes per group of records scored at a time
 # Memory scoring holds per detection record once every group is matched (its id, score and
-# area, its packed per-image results and IoUs: about 1.2 KB measured at the full validation
-# size, benchmarks/RESULTS.md section 9), and per byte of one group's records held as Python
-# objects while that group is matched.
+# area, its packed per-image results and IoUs; a bound with some margin), and per byte of one
+# group's records held as Python objects while that group is matched.
 HELD_BYTES_PER_RECORD = 1500
 HELD_BYTES_PER_GROUP_BYTE = 4
 
@@ -100,7 +99,7 @@ def _available_bytes() -> int | None:
 def load_results(path: str, image_ids: set, group_mb: float = GROUP_MB,
                  spill_dir: str | None = None, show_progress: bool = False) -> RecordStore:
   """The records of result file `path` as a `RecordStore`, read one at a time
-  (`results.iter_json_array`: the file's text is never held whole) and validated as read.
+  (`result_files.iter_json_array`: the file's text is never held whole) and validated as read.
 
   A file larger than `group_mb` MB is spilled to a temporary folder in `spill_dir` (default
   `TMPDIR`) in groups of about `group_mb` MB, scored one group at a time. Raises ResultsError,
@@ -244,7 +243,7 @@ def score_retrieval(gt_dir: str, split: str, path: str, subsets: bool = True,
               disable=not show_progress, leave=False) as bar:
       for i, r in enumerate(iter_json_array(path, progress=bar.update)):
         retrieval.validate_record(r, i, image_ids, path)
-        firsts[retrieval.first_entry(r)] += 1
+        firsts[diagnostics.first_entry(r)] += 1
         yield r
 
   results = retrieval.query_results(query_gt, gallery_gt, records())
@@ -253,7 +252,7 @@ def score_retrieval(gt_dir: str, split: str, path: str, subsets: bool = True,
     table = {attr: {v: _round_top_k(m) for v, m in values.items()} for attr, values in
              retrieval.score_subsets(results, _attribute_lookup(coco)).items()}
   return (_round_top_k(retrieval.top_k(results)), table,
-          round(retrieval.hub_share_of(firsts), 4))
+          round(diagnostics.hub_share_of(firsts), 4))
 
 
 def score_file(gt_dir: str, split: str, results_path: str | None,

@@ -5,15 +5,15 @@
 
 Every garment detected in the gallery images is indexed by its match embedding; every query
 detection is ranked against the whole index by the match network's exact probability (one
-matrix product, `evaluation.retrieval.rank`).
+matrix product, `inference.ranking.rank`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from match_rcnn_jax.evaluation import retrieval
 from match_rcnn_jax.inference import predictor as predictor_lib
+from match_rcnn_jax.inference import ranking
 
 
 class Index:
@@ -35,14 +35,14 @@ def search(index: Index, detections: list[dict], similarity_params, top_k: int) 
   """Each query detection with its `top_k` gallery matches, best first."""
   if not detections or not index.items:
     return [{**predictor_lib.public(d), "matches": []} for d in detections]
-  w, b = retrieval.similarity_vector(similarity_params)
-  idx, logits = retrieval.rank(np.stack([d["embedding"] for d in detections]),
+  w, b = ranking.similarity_vector(similarity_params)
+  idx, logits = ranking.rank(np.stack([d["embedding"] for d in detections]),
                                index.embeddings, w, b, k=top_k)
   out = []
   for d, row, vals in zip(detections, idx, logits):
     matches = [{"image": index.items[i]["image"], "bbox": index.items[i]["bbox"],
                 "category_name": index.items[i]["category_name"],
-                "match_probability": float(retrieval.sigmoid(v))}
+                "match_probability": float(ranking.sigmoid(v))}
                for i, v in zip(row, vals) if i >= 0]
     out.append({**predictor_lib.public(d), "matches": matches})
   return out

@@ -52,9 +52,9 @@ class Predictor:
 
   @classmethod
   def from_workdir(cls, workdir: str, **kwargs) -> Predictor:
-    """The model of `W/export` (`training.checkpoints.load_export`)."""
-    from match_rcnn_jax.training import checkpoints
-    return cls(*checkpoints.load_export(workdir), **kwargs)
+    """The model of `W/export` (`models.export.load_export`)."""
+    from match_rcnn_jax.models import export
+    return cls(*export.load_export(workdir), **kwargs)
 
   def raw(self, images: list[np.ndarray]) -> list[tuple[dict, np.ndarray]]:
     """(numpy model outputs of one image, its image_info) per image."""
@@ -70,20 +70,20 @@ class Predictor:
     return out
 
   def __call__(self, images: list[np.ndarray]) -> list[list[dict]]:
-    from match_rcnn_jax.evaluation import results
+    from match_rcnn_jax.inference import records
     per_image = []
     for out, info in self.raw(images):
       h, w, sy, sx = (float(v) for v in info[:4])
       dets = []
       for k in np.nonzero(out["valid"] & (out["scores"] >= self.score_threshold))[0]:
         cat = schema.CATEGORY_BY_ID[int(out["classes"][k])]
-        box = results.original_boxes(out["boxes"][k], info)
+        box = records.original_boxes(out["boxes"][k], info)
         lm = out["landmarks"][k, cat.offset:cat.offset + cat.num_landmarks]
         dets.append({
             "category_id": cat.id, "category_name": cat.name, "score": float(out["scores"][k]),
             "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
                      float(box[3] - box[1])],
-            "segmentation": results.mask_rle(out["masks"][k], box, int(h), int(w)),
+            "segmentation": records.mask_rle(out["masks"][k], box, int(h), int(w)),
             "landmarks": [[float(x / sx), float(y / sy), float(s)] for x, y, s in lm],
             "embedding": np.asarray(out["embeddings"][k], np.float32),
         })

@@ -47,11 +47,6 @@ def parse_features(spec: str) -> tuple[str, ...]:
   return streams
 
 
-def paper_name(spec: str) -> str:
-  """'landmark+box' -> 'pose+class'."""
-  return "+".join(FEATURE_STREAMS[s] for s in parse_features(spec))
-
-
 class CropStream(nn.Module):
   """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: at
   each size, from S down to 7, two 3 x 3 convs with GroupNorm and ReLU (`channels`: one width

@@ -84,20 +84,6 @@ def block_channels(classes):
   return idx, j[None, :] < cnt[:, None]
 
 
-def category_block(lowres, classes):
-  """The predicted category's landmark channels.
-
-  Args:
-    lowres: [N, h, w, 294] logits; classes: [N] int (1..13; 0 gives an empty block).
-
-  Returns:
-    [N, h, w, 39] logits (channels past the category's count are -inf).
-  """
-  idx, in_block = block_channels(classes)
-  block = jnp.take_along_axis(lowres, idx[:, None, None, :], axis=-1)
-  return jnp.where(in_block[:, None, None, :], block, -jnp.inf)
-
-
 def gather_block(landmarks, classes):
   """Global landmarks [N, 294, 3] -> the category's block [N, 39, 3] (zeros past its count)."""
   idx, in_block = block_channels(classes)
@@ -109,7 +95,8 @@ def decode_landmarks(heatmaps, boxes, classes):
   """Landmark positions from category-block heatmaps.
 
   Args:
-    heatmaps: [N, H, W, 39] logits of the category's block (see `category_block`).
+    heatmaps: [N, H, W, 39] logits of the category's block (`block_channels`; -inf past its
+      count).
     boxes: [N, 4] the detections' boxes; classes: [N].
 
   Returns:

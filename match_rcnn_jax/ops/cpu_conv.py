@@ -1,9 +1,9 @@
 """Convolutions as matmuls, for XLA:CPU: what `models.layers.CPU` and `layers.CPU_IN_LOOPS`
 compute convolutions with (`config.model.implementation.conv: cpu`).
 
-XLA:CPU runs the gradient of a 1 x 1 convolution 2-6x slower as a convolution than as a matmul,
-and any convolution gradient inside control flow (the heads' chunk loops) some 50x slower than
-outside (benchmarks/RESULTS.md). These give the numbers of `lax.conv_general_dilated` (up to
+XLA:CPU runs the gradient of a 1 x 1 convolution slower as a convolution than as a matmul, and
+any convolution gradient inside control flow (the heads' chunk loops) far slower than outside.
+These give the numbers of `lax.conv_general_dilated` (up to
 float rounding) with matmuls and additions only:
 
 - `cpu_conv`: 1 x 1 convs as one matmul; 3 x 3 stride-1 pad-1 convs over at least 1k output
@@ -52,9 +52,9 @@ def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   (a strided slice, then one matmul), 3 x 3 stride-1 pad-1 convs over at least 1k output
   pixels and 128 channels as `winograd_conv`, other stride-1 convs with symmetric padding as
   im2col + one matmul. Same numbers up to float rounding. Used on the CPU for the heads inside
-  control flow, where XLA's own convolution gradient runs some 50x slower than outside, and
-  for every 1 x 1 conv, whose gradient XLA:CPU runs 2-6x slower as a convolution than as a
-  matmul (benchmarks/RESULTS.md). Anything else falls through to `lax.conv_general_dilated`."""
+  control flow, where XLA's own convolution gradient runs far slower than outside, and for
+  every 1 x 1 conv, whose gradient XLA:CPU runs slower as a convolution than as a matmul.
+  Anything else falls through to `lax.conv_general_dilated`."""
   kh, kw = rhs.shape[:2]
   plain = _plain(lhs_dilation, rhs_dilation, feature_group_count)
   if (kh, kw) == (1, 1) and plain and all(tuple(p) == (0, 0) for p in padding):
@@ -201,7 +201,7 @@ def winograd_conv(x, w):
 
 
 # Below about 1k output pixels or 128 channels, XLA:CPU's own 3 x 3 convolution (or im2col
-# inside control flow) is as fast, and compiles to far fewer ops (benchmarks/RESULTS.md).
+# inside control flow) is as fast, and compiles to far fewer ops.
 _WINOGRAD_MIN_PIXELS = 1024
 _WINOGRAD_MIN_CHANNELS = 128
 

@@ -96,7 +96,7 @@ def _combine_gather(flat, iy, wy, ix, wx, row_stride, offset, forward_only=False
 
   `forward_only`: the 4 g^2 neighbours gathered and weighted one at a time, summed in one fused
   loop: nothing of size 4 g^2 x C is written, but its gradient is 4 g^2 separate scatters,
-  slower than the contraction's; for inference. (Measured: benchmarks/RESULTS.md, "RoIAlign".)"""
+  slower than the contraction's; for inference."""
   flat = flat.astype(jnp.float32)
   wy, wx = wy.astype(jnp.float32), wx.astype(jnp.float32)
   b, r, oh, g, _ = iy.shape

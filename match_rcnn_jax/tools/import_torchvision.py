@@ -9,7 +9,7 @@ Keypoint / Faster R-CNN R50-FPN (backbone, FPN, RPN and every head whose shape f
 predictor with 91 classes is skipped and keeps its initialisation). Writes `W/variables` (orbax,
 the `params` and `batch_stats` of the config's model), `W/import_report.json` (what was loaded,
 skipped and left as initialised) and `W/model_config.json`. Start training from it with
-`--config.init_from=W` (`training.checkpoints.load_variables(W, template)` restores it).
+`--config.init_from=W` (`models.export.load_variables(W, template)` restores it).
 torch is needed only for this command.
 """
 
@@ -48,9 +48,8 @@ def model_config_from(config_path: str | None):
 def run(input_path: str, output_dir: str, config_path: str | None = None) -> dict:
   import jax
 
-  from match_rcnn_jax.models import match_rcnn
+  from match_rcnn_jax.models import export, match_rcnn
   from match_rcnn_jax.tools import torchvision_convert
-  from match_rcnn_jax.training import checkpoints
   state = load_state_dict(input_path)
   cfg = model_config_from(config_path)
   model = match_rcnn.build(cfg)
@@ -60,7 +59,7 @@ def run(input_path: str, output_dir: str, config_path: str | None = None) -> dic
     raise ValueError(f"{input_path}: no tensor matched a Match R-CNN weight (keys such as "
                      f"{list(state)[:3]})")
   os.makedirs(output_dir, exist_ok=True)
-  checkpoints.save_variables(output_dir, variables)
+  export.save_variables(output_dir, variables)
   report = {"input": input_path, **report}
   with open(os.path.join(output_dir, "import_report.json"), "w") as f:
     json.dump(report, f, indent=1)

@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from match_rcnn_jax.data import crop_pairs, pipeline, prepare
-from match_rcnn_jax.models import match_rcnn
+from match_rcnn_jax.models import export, match_rcnn
 from match_rcnn_jax.training import checkpoints, optim
 from match_rcnn_jax.training import step as step_lib
 
@@ -76,7 +76,7 @@ def _crop_pair_sampler(config, host):
 def init_variables(config, model, rng):
   variables = match_rcnn.init(model, rng, tuple(config.data.canvas))
   if config.init_from:
-    variables = checkpoints.load_variables(config.init_from, jax.device_get(variables))
+    variables = export.load_variables(config.init_from, jax.device_get(variables))
   return variables
 
 
@@ -170,26 +170,24 @@ def train(config, workdir: str, after_compile=None) -> dict:
     print(f"stopped at step {stop} of {total} (train.stop_at); run again to resume", flush=True)
     return final
   if jax.process_index() == 0:
-    checkpoints.save_export(workdir, config, {"params": state.params,
+    export.save_export(workdir, config, {"params": state.params,
                                               "batch_stats": state.batch_stats})
     with open(os.path.join(workdir, "train_history.json"), "w") as f:
       json.dump(logger.history, f)
     if config.train.eval_at_end:
-      from match_rcnn_jax.evaluation import benchmark
+      from match_rcnn_jax.evaluation import evaluate, figures, tables
       variables = {"params": jax.device_get(state.params),
                    "batch_stats": jax.device_get(state.batch_stats)}
-      metrics_eval = benchmark.evaluate_model(config, model, variables, config.data.eval_split,
+      metrics_eval = evaluate.evaluate_model(config, model, variables, config.data.eval_split,
                                               os.path.join(workdir, "eval"))
-      print(f"held-out '{config.data.eval_split}' split:\n" + benchmark.table(metrics_eval),
+      print(f"held-out '{config.data.eval_split}' split:\n" + tables.table(metrics_eval),
             flush=True)
-      from match_rcnn_jax.inference import visualize
       png = os.path.join(workdir, "eval", "predictions.png")
-      visualize.save_split_predictions(config, model, variables, config.data.eval_split, png)
+      figures.save_split_predictions(config, model, variables, config.data.eval_split, png)
       print(f"predictions on held-out images drawn in {png}", flush=True)
       png = os.path.join(workdir, "eval", "retrieval.png")
       with open(os.path.join(workdir, "eval", "retrieval_results.json")) as f:
-        visualize.save_split_retrieval(config.data.dir, config.data.eval_split, json.load(f),
-                                       png)
+        figures.save_split_retrieval(config.data.dir, config.data.eval_split, json.load(f), png)
       print(f"retrieval of held-out garments drawn in {png}", flush=True)
       final.update({f"{task}_{k}": v for task, m in metrics_eval.items() if task != "subsets"
                     for k, v in m.items() if isinstance(v, (int, float))})

@@ -26,7 +26,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from match_rcnn_jax.data import coco, schema
-from match_rcnn_jax.evaluation.results import JsonArrayWriter
+from match_rcnn_jax.evaluation.result_files import JsonArrayWriter
 
 GARMENTS_PER_IMAGE = 54910 / 32153
 USER_SHARE = 10844 / 32153
