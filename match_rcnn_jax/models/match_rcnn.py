@@ -56,7 +56,6 @@ class MatchRCNN(nn.Module):
     self.match_embedding = matching.MatchEmbedding(channels=c.match_head.channels,
                                                    dim=c.match_head.dim,
                                                    norm=c.match_head.get("norm", "batch"),
-                                                   pool=c.match_head.get("pool", "mean"),
                                                    dtype=dtype, convs=convs)
     self.similarity = matching.Similarity(dim=c.match_head.dim)
     self.match_streams = matching.parse_features(c.match_head.get("features", "box"))

@@ -83,7 +83,6 @@ class MatchEmbedding(nn.Module):
   channels: tuple[int, ...] = (256, 256, 256, 1024)
   dim: int = 256
   norm: str = "batch"  # the embedding's normalisation: "batch" (BatchNorm) or "l2"
-  pool: str = "mean"  # the global pool: "mean" (the paper) or "mean+max" (both, concatenated)
   bn_momentum: float = 0.9
   dtype: layers.Dtype = jnp.float32
   convs: layers.Convs = layers.XLA  # how its convs are computed
@@ -100,13 +99,7 @@ class MatchEmbedding(nn.Module):
     x = x.reshape(-1, *x.shape[-3:])
     for i, c in enumerate(self.channels):
       x = nn.relu(self.convs(c, 3, name=f"conv{i + 1}", dtype=self.dtype)(x))
-    x = x.astype(jnp.float32)
-    if self.pool == "mean":
-      x = nn.relu(jnp.mean(x, axis=(1, 2)))
-    elif self.pool == "mean+max":
-      x = nn.relu(jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], -1))
-    else:
-      raise ValueError(f"match_head.pool must be 'mean' or 'mean+max', got {self.pool!r}")
+    x = nn.relu(jnp.mean(x.astype(jnp.float32), axis=(1, 2)))
     x = nn.Dense(self.dim, name="fc")(x)
     if self.norm == "l2":  # each embedding on its own: length sqrt(D), unit RMS per dimension
       x = x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) / self.dim + 1e-12)
