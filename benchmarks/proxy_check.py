@@ -293,13 +293,13 @@ def main():
     embed, score, steps = train_mn(config, bank, args.seconds, infonce=args.mn_infonce)
 
     def bank_crops(items, key):
-      """Each garment as the crop bank holds the training split's."""
-      fill = crop_pairs.fill_colour(config.data.pixel_mean)
-      made = [crop_pairs.crop(np.asarray(Image.open(_image_path(data_dir, eval_split, it[key]))
-                                         .convert("RGB")), it["bbox"], bank.size, fill)
-              for it in items]
-      x = (np.stack([m[0] for m in made]) / 255.0 - bank.mean) / bank.std
-      return np.asarray(embed(x.astype(np.float32), np.stack([m[1] for m in made])))
+      """Each garment as the crop bank holds the training split's (a resized window)."""
+      x = np.stack([
+          (crop_pairs.crop(np.asarray(Image.open(_image_path(data_dir, eval_split, it[key]))
+                                      .convert("RGB")), it["bbox"], bank.size) / 255.0
+           - bank.mean) / bank.std for it in items]).astype(np.float32)
+      box = np.asarray(crop_pairs.gt_box_in_crop(bank.size), np.float32)
+      return np.asarray(embed(x, np.broadcast_to(box, (len(items), 4))))
 
     def in_images(items, key):
       """Each garment's box of its whole image, resized and zero-padded (after normalising)

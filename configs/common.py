@@ -45,12 +45,11 @@ def base_config() -> ml_collections.ConfigDict:
       "pair_batches_by_group": False,
       # > 0: a side batch of this many (shop, user) ground-truth crop pairs a step, one shop
       # and one user crop of a product each, crop_pairs_per_group products from one pair_id
-      # group, cropped once into crop_pairs_size px squares at the pipeline's scale (larger
-      # windows scaled down to fit; data.crop_pairs.CropBank): the MN's pair loss ranks them
-      # beside the batch's RoIs. Needs model.match_head.features="crop".
+      # group, cropped once at crop_pairs_size px (data.crop_pairs.CropBank): the MN's pair
+      # loss ranks them beside the batch's RoIs. Needs model.match_head.features="crop".
       "crop_pairs": 0,
       "crop_pairs_per_group": 4,
-      "crop_pairs_size": 128,
+      "crop_pairs_size": 40,
       "examples_per_shard": 1024,
       "seed": 0,
   })

@@ -51,7 +51,7 @@ def get_config():
   # pairs of a step hold about a dozen positive RoI pairs, too few to learn from.
   m.match_head.features = "crop"
   m.match_head.crop_size = 28
-  m.match_head.crop_channels = (16, 32, 64)
+  m.match_head.crop_channels = (32, 64, 64)
   config.data.crop_pairs = 32
   config.data.crop_pairs_per_group = 4
   # A memory of the last 1024 shop embeddings (about 18 steps of RoIs and crop pairs) and the

@@ -18,25 +18,18 @@ from match_rcnn_jax.models import targets as tgt
 from match_rcnn_jax.training import loop
 
 
-def test_crop_keeps_the_images_scale_where_the_window_fits():
+def test_crop_holds_the_box_where_gt_box_in_crop_says():
   image = np.zeros((100, 120, 3), np.uint8)
   image[20:60, 30:70] = (200, 40, 10)  # the garment: x 30-70, y 20-60
-  image[20:60, 30:31] = (0, 255, 0)  # a one-pixel line: kept sharp at the image's scale
-  out, box = crop_pairs.crop(image, (30, 20, 70, 60), 64, fill=(1, 2, 3))
-  assert out.shape == (64, 64, 3) and out.dtype == np.uint8
-  # the box grown by 1/8 of its 40 px (5 px) per side: a 50 x 50 window, at scale 1
-  np.testing.assert_allclose(box, (5.0, 5.0, 45.0, 45.0))
-  np.testing.assert_array_equal(out[:50, :50], image[15:65, 25:75])
-  assert (out[50:] == (1, 2, 3)).all() and (out[:, 50:] == (1, 2, 3)).all()  # the fill
-  # a window larger than the crop is scaled down to fit, the box with it
-  small, box = crop_pairs.crop(image, (30, 20, 70, 60), 25)
-  np.testing.assert_allclose(box, (2.5, 2.5, 22.5, 22.5))
-  centre = small[5:20, 5:20].reshape(-1, 3)
-  assert (np.abs(centre.astype(int)[:, 0] - 200) <= 60).mean() > 0.8  # the garment's red
-  # at the image's border the window is clamped; the box keeps its place in it
-  _, box = crop_pairs.crop(image, (0, 0, 40, 40), 64)
-  np.testing.assert_allclose(box, (0.0, 0.0, 40.0, 40.0))
-  assert crop_pairs.fill_colour((0.485, 0.456, 0.406)) == (124, 116, 104)
+  size = 40
+  out = crop_pairs.crop(image, (30, 20, 70, 60), size)
+  assert out.shape == (size, size, 3) and out.dtype == np.uint8
+  x1, y1, x2, y2 = crop_pairs.gt_box_in_crop(size)
+  # the box grown by 1/8 of 40 px (5 px) per side is 50 px wide: the garment 40 of its 50 px
+  assert (x1, x2) == pytest.approx((4.0, 36.0))
+  inside = out[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1]
+  np.testing.assert_array_equal(inside.reshape(-1, 3).min(0), (200, 40, 10))
+  assert out[:int(y1) - 1].max() == 0 and out[:, int(x2) + 1:].max() == 0  # the margin
 
 
 def _hand_bank():
@@ -46,8 +39,7 @@ def _hand_bank():
           ((1, 3), True), ((1, 3), False), ((2, 1), True), ((2, 1), False), ((2, 2), True),
           ((2, 2), False), ((3, 1), True)]
   crops = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(len(rows))])
-  boxes = np.asarray([[1, 1, 7, 7 - i % 3] for i in range(len(rows))], np.float32)
-  return crop_pairs.CropBank(crops, boxes, np.asarray([k for k, _ in rows]),
+  return crop_pairs.CropBank(crops, np.asarray([k for k, _ in rows]),
                              np.asarray([s for _, s in rows]), (0.0, 0.0, 0.0),
                              (1 / 255, 1 / 255, 1 / 255)), rows
 
@@ -59,6 +51,7 @@ def test_bank_samples_shop_and_user_crops_by_group():
   out = bank.sample(np.random.default_rng(0), pairs=4, per_group=2)
   assert out["crop_pairs"].shape == (4, 2, 8, 8, 3) and out["crop_pairs"].dtype == np.float32
   assert out["crop_pair_boxes"].shape == (4, 2, 4)
+  np.testing.assert_allclose(out["crop_pair_boxes"][0, 0], crop_pairs.gt_box_in_crop(8))
   keys = out["crop_pair_key"]
   # 2 products of one group, then 2 of the other, each product once
   assert keys[0, 0] == keys[1, 0] != keys[2, 0] == keys[3, 0]
@@ -67,10 +60,6 @@ def test_bank_samples_shop_and_user_crops_by_group():
     # normalised with mean 0 and std 1 / 255: the row index
     shop_row, user_row = round(float(pair[0, 0, 0, 0])), round(float(pair[1, 0, 0, 0]))
     assert rows[shop_row] == ((pid, style), True) and rows[user_row] == ((pid, style), False)
-  for p in range(4):  # each crop's own box comes with it
-    for side in range(2):
-      row = round(float(out["crop_pairs"][p, side, 0, 0, 0]))
-      np.testing.assert_array_equal(out["crop_pair_boxes"][p, side], bank.boxes[row])
   again = bank.sample(np.random.default_rng(0), pairs=4, per_group=2)
   np.testing.assert_array_equal(again["crop_pairs"], out["crop_pairs"])
   # more pairs than products: groups are drawn again
@@ -100,10 +89,6 @@ def test_bank_of_a_split_and_the_loops_sampler(tiny_config):
   assert len(bank.crops) == len([i for i in items if i["style"] > 0])
   assert int(bank.shop.sum()) == len([i for i in items if "gallery_image_id" in i
                                       and i["style"] > 0])
-  # each crop's box: the garment's, within the crop (the 128 px images' garments scaled down)
-  assert bank.boxes.shape == (len(bank.crops), 4)
-  assert (bank.boxes[:, :2] >= 0).all() and (bank.boxes[:, 2:] <= 24 + 1e-4).all()
-  assert (bank.boxes[:, 2:] > bank.boxes[:, :2]).all()
   sampler = loop._crop_pair_sampler(config, (0, 1))
   a, b, c = sampler(5), sampler(5), sampler(6)
   assert a["crop_pairs"].shape == (2, 2, 24, 24, 3)
@@ -126,7 +111,7 @@ def test_train_forward_ranks_the_crop_pairs_beside_the_rois():
       # side products: (7, 2) is the batch's second product, (8, 1) and (9, 1) are others
       "crop_pairs": jax.random.normal(jax.random.PRNGKey(1), (k, 2, 24, 24, 3)),
       "crop_pair_key": jnp.array([[7, 2], [8, 1], [9, 1]]),
-      "crop_pair_boxes": jnp.tile(jnp.array([3.0, 3.0, 21.0, 20.0]), (k, 2, 1)),
+      "crop_pair_boxes": jnp.tile(jnp.asarray(crop_pairs.gt_box_in_crop(24)), (k, 2, 1)),
   }
   out, _ = jax.jit(lambda v, x, t: model.apply(
       v, x, t, train=True, rngs={"sampling": jax.random.PRNGKey(0)}, mutable=["batch_stats"]))(
@@ -156,7 +141,7 @@ def test_crop_pair_pixels_pool_the_box_and_mirror_half():
   cfg.sampling.crop_pair_jitter = 0.0
   k, size, c = 8, 24, cfg.match_head.crop_size
   crops = jax.random.normal(jax.random.PRNGKey(2), (k, 2, size, size, 3))
-  boxes = jnp.tile(jnp.array([3.0, 2.0, 20.0, 21.0]), (k, 2, 1))
+  boxes = jnp.tile(jnp.asarray(crop_pairs.gt_box_in_crop(size)), (k, 2, 1))
 
   def pixels(model_cfg):
     return np.asarray(match_rcnn.build(model_cfg).apply(

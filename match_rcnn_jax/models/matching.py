@@ -48,12 +48,11 @@ def parse_features(spec: str) -> tuple[str, ...]:
 
 
 class CropStream(nn.Module):
-  """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: at
-  each size, from S down to 7, two 3 x 3 convs with GroupNorm and ReLU (`channels`: one width
-  per size), then a 2 x 2 max-pool to the next size. Learned from the pixels with the MN's
-  loss only."""
+  """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: a
+  3 x 3 conv at S, then one stride-2 3 x 3 conv per halving down to 7 x 7, each with
+  GroupNorm and ReLU. Learned from the pixels with the MN's loss only."""
 
-  channels: tuple[int, ...] = (16, 32, 64)
+  channels: tuple[int, ...] = (32, 64, 64)
   dtype: layers.Dtype = jnp.float32
   convs: layers.Convs = layers.XLA  # how its convs are computed
 
@@ -68,14 +67,11 @@ class CropStream(nn.Module):
       raise ValueError(f"match_head.crop_size must be 7 * 2^k, got {x.shape[-2]}")
     if len(self.channels) != halvings + 1:
       raise ValueError(f"match_head.crop_channels needs {halvings + 1} entries for crop size "
-                       f"{x.shape[-2]} (one width per size, {x.shape[-2]} down to 7), got "
+                       f"{x.shape[-2]} (one conv at full size, one per halving), got "
                        f"{tuple(self.channels)}")
     for i, c in enumerate(self.channels):
-      if i:
-        x = nn.max_pool(x, (2, 2), (2, 2))
-      for j in (1, 2):
-        x = self.convs(c, 3, name=f"conv{i + 1}_{j}", dtype=self.dtype)(x)
-        x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{i + 1}_{j}")(x))
+      x = self.convs(c, 3, stride=1 if i == 0 else 2, name=f"conv{i + 1}", dtype=self.dtype)(x)
+      x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{i + 1}")(x))
     return x
 
 
