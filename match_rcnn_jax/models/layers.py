@@ -60,7 +60,7 @@ class Convs:
 XLA = Convs()
 # XLA:CPU's: 1 x 1 convs as matmuls, large 3 x 3 convs as Winograd matmuls (`ops.cpu_conv`);
 # im2col by shifted slices (XLA:CPU runs XLA's patches op as a convolution with an identity
-# kernel, about 4x slower than the per-sample product that follows it in `heads.Deconv2x`).
+# kernel, slower than the per-sample product that follows it in `heads.Deconv2x`).
 # Its deconvolutions XLA's (as fast on the CPU, outside control flow, at the heads' sizes).
 CPU = Convs(cpu_conv.cpu_conv, cpu_conv.patches, True)
 # XLA:CPU's inside control flow (the training heads' chunk loops): no XLA convolution at all.

@@ -238,7 +238,7 @@ class MatchRCNN(nn.Module):
     bound variables, for use inside `jax.lax` control flow (bound Flax modules cannot be
     called there); `convs`: how its convs are computed there (the training chunks:
     `loop_convs`, on the CPU matmuls only, `layers.CPU_IN_LOOPS`: XLA:CPU's convolution
-    gradient inside control flow is some 50x slower than outside)."""
+    gradient inside control flow is far slower than outside)."""
     fields = {} if convs is None else {"convs": convs}
     unbound = module.clone(parent=None, **fields)
     return (lambda variables, *args: unbound.apply(variables, *args, method=method),

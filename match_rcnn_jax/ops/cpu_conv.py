@@ -191,7 +191,7 @@ _winograd.defvjp(_winograd_fwd, _winograd_bwd)
 def winograd_conv(x, w):
   """A 3 x 3, stride-1, pad-1 convolution, NHWC x HWIO, as Winograd F(2 x 2, 3 x 3), with
   gradients through the same transforms (a custom VJP): matmuls and additions only, so it runs
-  as fast inside `lax.cond` as outside, where XLA:CPU's own convolution gradient is some 50x
+  as fast inside `lax.cond` as outside, where XLA:CPU's own convolution gradient is far
   slower. The same numbers as `lax.conv_general_dilated` up to float rounding (about 1e-6
   relative in float32). Odd sizes are padded by a zero row / column and cropped."""
   h, wd = x.shape[1:3]
