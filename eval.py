@@ -2,6 +2,7 @@
 
     # a model: latest export (or --checkpoint N) of a training workdir, on the config's eval split
     python eval.py --config configs/demo.py --workdir runs/demo [--checkpoint N]
+        [--jax_distributed | --coordinator_address H:P --num_processes N --process_id I]
     # existing result files (official format), no model
     python eval.py --gt_dir O --split validation --results R.json [--retrieval_results Q.json]
         [--retrieval_results_gt_boxes G.json] [--output_dir D]
@@ -19,6 +20,11 @@ split's ground-truth items, the images read from the converter's TFRecords in th
 directory, and print beneath the model's rows. A model's official result files go to
 `W/eval/results.json`, `W/eval/retrieval_results.json` and
 `W/eval/retrieval_results_gt_boxes.json`.
+
+A model is evaluated on every device of this host, and with the multi-host flags of train.py
+(`--jax_distributed`, or `--coordinator_address` ...; started on every host) on every device of
+every host: each host reads its own share of the split, and process 0 gathers the results,
+scores them, writes the files and prints the tables.
 """
 
 import json
@@ -29,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from match_rcnn_jax import distributed  # noqa: E402  (--jax_distributed and the addresses)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file.",
                                           lock_config=False)
@@ -103,13 +111,20 @@ def main(argv):
       raise app.UsageError("give --config and --workdir, or --gt_dir and --results")
     from match_rcnn_jax import backend
     backend.tune_host_allocator()  # glibc malloc settings for XLA:CPU, before a backend starts
+    distributed.initialize()
+    import jax
+
     from match_rcnn_jax.data import prepare
     config = _CONFIG.value
     prepare.resolve_data_dir(config, _WORKDIR.value)
     model, variables = _model_variables(config, _WORKDIR.value, _CHECKPOINT.value)
+    main_process = jax.process_index() == 0
     metrics = evaluate.evaluate_model(config, model, variables, config.data.eval_split,
                                        os.path.join(_WORKDIR.value, "eval"),
-                                       progress=progress_bar(config), show_progress=True)
+                                       progress=progress_bar(config) if main_process else None,
+                                       show_progress=main_process)
+    if metrics is None:  # another process than 0: its results were scored there
+      return 0
   print(tables.table(metrics))
   return 0
 

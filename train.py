@@ -16,14 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from match_rcnn_jax import distributed  # noqa: E402  (--jax_distributed and the addresses)
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file.",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and logs.")
-_DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False,
-                                 "Call jax.distributed.initialize() (auto-detected cluster).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -32,11 +29,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from match_rcnn_jax import backend
   backend.tune_host_allocator()  # glibc malloc settings for XLA:CPU, before a backend starts
+  distributed.initialize()
   import jax
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif _DISTRIBUTED.value:
-    jax.distributed.initialize()
+
   from match_rcnn_jax.training import loop
   # The memory the compiler freed goes back before the step's temporaries are allocated (on
   # the CPU backend the host heap would keep it beneath them).

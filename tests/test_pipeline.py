@@ -204,8 +204,16 @@ def test_hosts_read_disjoint_shards(tiny_config):
     ids.append({int(b["image_id"][0]) for b in pipeline.as_numpy(ds)})
   assert ids[0] and ids[1] and not ids[0] & ids[1]
   assert ids[0] | ids[1] == set(_annotations(tiny_config, "train"))
+  # Training needs a file per host; evaluation of a split of fewer files than hosts splits
+  # it example by example.
   with pytest.raises(ValueError, match="cannot be split over 3 hosts"):
-    pipeline.image_dataset(cfg, "validation", 1, train=False, host=(0, 3))
+    pipeline.image_dataset(cfg, "validation", 1, train=True, host=(0, 3))
+  ids = []
+  for host in ((0, 3), (1, 3), (2, 3)):
+    ds = pipeline.image_dataset(cfg, "validation", 1, train=False, host=host, with_masks=False)
+    ids.append([int(b["image_id"][0]) for b in pipeline.as_numpy(ds)])
+  assert all(ids) and sum(map(len, ids)) == len(set().union(*ids))
+  assert set().union(*ids) == set(_annotations(tiny_config, "validation"))
 
 
 def test_deterministic_for_a_seed(tiny_config):

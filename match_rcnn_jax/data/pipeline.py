@@ -37,12 +37,19 @@ def _host() -> tuple[int, int]:
 
 
 def read_split(data_dir: str, split: str, shuffle: bool, seed: int,
-               host: tuple[int, int] | None = None, decoders=None) -> tf.data.Dataset:
+               host: tuple[int, int] | None = None, decoders=None,
+               split_examples: bool = False) -> tf.data.Dataset:
   """Raw TFDS examples of this host's share of the split's files (`decoders`: TFDS's, e.g.
-  to skip decoding the masks)."""
+  to skip decoding the masks). A split of fewer files than hosts is an error, unless
+  `split_examples` (evaluation): then each host reads every file and keeps every
+  `count`-th example from its index on."""
   builder = tfrecords.load_builder(data_dir, split)
   index, count = host if host is not None else _host()
   num_shards = len(builder.info.splits[split].shard_lengths)
+  if num_shards < count and split_examples:
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+                            read_config=tfds.ReadConfig(interleave_cycle_length=1))
+    return ds.shard(count, index)
   if num_shards < count:
     raise ValueError(f"{tfrecords.split_dir(data_dir, split)}: {num_shards} shard(s) cannot be "
                      f"split over {count} hosts; convert again with a smaller "
@@ -88,7 +95,8 @@ def _options() -> tf.data.Options:
 
 def _per_image(cfg, split: str, train: bool, with_masks: bool, host) -> tf.data.Dataset:
   index = (host or _host())[0]
-  ds = read_split(cfg.dir, split, shuffle=train, seed=cfg.seed, host=host)
+  ds = read_split(cfg.dir, split, shuffle=train, seed=cfg.seed, host=host,
+                  split_examples=not train)
   rand = tf.data.Dataset.random(seed=cfg.seed + 7919 * index, rerandomize_each_iteration=True)
   ds = tf.data.Dataset.zip((ds, rand))
   return ds.map(_preprocess(cfg, train, with_masks), num_parallel_calls=tf.data.AUTOTUNE)

@@ -3,7 +3,9 @@
 Data parallelism: one mesh axis `data` over every device of every host; parameters and
 optimizer state replicated; the global batch of (shop, user) pairs split along the pair axis.
 Each host reads its own share of the input files and contributes `pairs_per_batch /
-process_count` pairs. The step is one jitted function with the state donated.
+process_count` pairs. The step is one jitted function with the state donated. The evaluation
+at the end (`train.eval_at_end`) runs on every device of every host as well, scored and
+written once by process 0 (`evaluation.evaluate`).
 """
 
 from __future__ import annotations
@@ -169,17 +171,19 @@ def train(config, workdir: str, after_compile=None) -> dict:
   if stop < total:
     print(f"stopped at step {stop} of {total} (train.stop_at); run again to resume", flush=True)
     return final
-  if jax.process_index() == 0:
+  main = jax.process_index() == 0
+  if main:
     export.save_export(workdir, config, {"params": state.params,
                                               "batch_stats": state.batch_stats})
     with open(os.path.join(workdir, "train_history.json"), "w") as f:
       json.dump(logger.history, f)
-    if config.train.eval_at_end:
-      from match_rcnn_jax.evaluation import evaluate, figures, tables
-      variables = {"params": jax.device_get(state.params),
-                   "batch_stats": jax.device_get(state.batch_stats)}
-      metrics_eval = evaluate.evaluate_model(config, model, variables, config.data.eval_split,
-                                              os.path.join(workdir, "eval"))
+  if config.train.eval_at_end:  # on every device of every host, scored on process 0
+    from match_rcnn_jax.evaluation import evaluate, figures, tables
+    variables = {"params": jax.device_get(state.params),
+                 "batch_stats": jax.device_get(state.batch_stats)}
+    metrics_eval = evaluate.evaluate_model(config, model, variables, config.data.eval_split,
+                                           os.path.join(workdir, "eval"))
+    if main:
       print(f"held-out '{config.data.eval_split}' split:\n" + tables.table(metrics_eval),
             flush=True)
       png = os.path.join(workdir, "eval", "predictions.png")
