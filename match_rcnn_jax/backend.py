@@ -72,13 +72,15 @@ def _auto(field: str, platform_name: str):
   return "chunked" if cpu else "dense"  # train_heads
 
 
-def resolve(model_cfg) -> ml_collections.ConfigDict:
+def resolve(model_cfg, platform_name: str | None = None) -> ml_collections.ConfigDict:
   """A copy of `model_cfg` (config.model; an older layout is upgraded first,
   `configs.model.upgrade`) whose `implementation` fields are explicit: each `auto` (None for
-  a size) becomes the running backend's choice (configs/model.py says which)."""
+  a size) becomes the running backend's choice (configs/model.py says which), or that of
+  `platform_name` ("cpu", "gpu", "tpu") when given (e.g. to compile an accelerator's program
+  on the CPU for its memory analysis)."""
   from configs.model import upgrade
   cfg = upgrade(model_cfg)
-  impl, platform_name = cfg.implementation, name()
+  impl, platform_name = cfg.implementation, platform_name or name()
   for field, choices in IMPLEMENTATION_CHOICES.items():
     if impl[field] == "auto":
       impl[field] = _auto(field, platform_name)
