@@ -54,15 +54,16 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       # The matching network. features: the streams it reads, joined by '+'
       # (matching.FEATURE_STREAMS: box = the paper's "class", landmark = "pose", mask = "mask";
       # beyond the paper "image", the RoI's 7 x 7 pixels, and "crop", the RoI's pixels at
-      # crop_size through the stream's own convs, crop_channels: one at full size, one per
-      # halving down to 7).
+      # crop_size through the stream's own convs, crop_channels: one width per size from
+      # crop_size down to 7, crop_convs_per_size: 1 (a stride-2 conv per halving) or 2 (two
+      # convs per size, max-pools between)).
       # The default is the paper's best, "pose+class", trained end to end
       # as the paper does: feature_grad_scale is the share of the MN's gradient that reaches
       # the features it reads (the backbone, FPN and PN convs; 1 = end to end, 0 = the MN on
       # fixed features).
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
                      "features": "landmark+box", "norm": "batch",
-                     "crop_size": 28, "crop_channels": (32, 64, 64),
+                     "crop_size": 28, "crop_channels": (32, 64, 64), "crop_convs_per_size": 1,
                      "feature_grad_scale": 1.0,
                      # memory_size > 0: the train state keeps the shop embeddings of recent
                      # steps (training.step), the listwise match term's extra negatives from

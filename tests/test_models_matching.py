@@ -80,3 +80,13 @@ def test_crop_stream_shapes_and_gradient():
     stream.init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 3)))
   with pytest.raises(ValueError, match="needs 3 entries"):
     big.init(jax.random.PRNGKey(0), x)
+  # Two convs per size, max-pools between: 6 convs for 28 -> 14 -> 7.
+  double = matching.CropStream(channels=(8, 16, 12), convs_per_size=2)
+  params = double.init(jax.random.PRNGKey(0), x)
+  assert sorted(k for k in params["params"] if k.startswith("conv")) == [
+      f"conv{i}_{j}" for i in (1, 2, 3) for j in (1, 2)]
+  assert double.apply(params, x).shape == (3, 7, 7, 12)
+  grad = jax.grad(lambda p: jnp.sum(double.apply(p, x) ** 2))(params)
+  assert float(jnp.abs(grad["params"]["conv1_1"]["kernel"]).sum()) > 0
+  with pytest.raises(ValueError, match="crop_convs_per_size"):
+    matching.CropStream(channels=(8, 16, 12), convs_per_size=3).init(jax.random.PRNGKey(0), x)

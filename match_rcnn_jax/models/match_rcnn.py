@@ -62,7 +62,8 @@ class MatchRCNN(nn.Module):
     self.crop_size = int(c.match_head.get("crop_size", 28))
     if "crop" in self.match_streams:
       self.crop_stream = matching.CropStream(
-          channels=tuple(c.match_head.get("crop_channels", (32, 64, 64))), dtype=dtype,
+          channels=tuple(c.match_head.get("crop_channels", (32, 64, 64))),
+          convs_per_size=int(c.match_head.get("crop_convs_per_size", 1)), dtype=dtype,
           convs=convs)
     for stream, size in (("landmark", c.landmark_head.roi_size),
                          ("mask", c.mask_head.roi_size)):

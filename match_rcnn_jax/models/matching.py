@@ -48,11 +48,14 @@ def parse_features(spec: str) -> tuple[str, ...]:
 
 
 class CropStream(nn.Module):
-  """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]: a
-  3 x 3 conv at S, then one stride-2 3 x 3 conv per halving down to 7 x 7, each with
-  GroupNorm and ReLU. Learned from the pixels with the MN's loss only."""
+  """The "crop" stream: RoI pixels [N, S, S, 3] (S = 7 * 2^k) -> [N, 7, 7, channels[-1]]:
+  `channels` has one width per size from S down to 7. With `convs_per_size` 1, a 3 x 3 conv at
+  S, then one stride-2 3 x 3 conv per halving; with 2, two 3 x 3 convs at each size and a
+  2 x 2 max-pool between sizes. Each conv has GroupNorm and ReLU. Learned from the pixels with
+  the MN's loss only."""
 
   channels: tuple[int, ...] = (32, 64, 64)
+  convs_per_size: int = 1
   dtype: layers.Dtype = jnp.float32
   convs: layers.Convs = layers.XLA  # how its convs are computed
 
@@ -67,11 +70,22 @@ class CropStream(nn.Module):
       raise ValueError(f"match_head.crop_size must be 7 * 2^k, got {x.shape[-2]}")
     if len(self.channels) != halvings + 1:
       raise ValueError(f"match_head.crop_channels needs {halvings + 1} entries for crop size "
-                       f"{x.shape[-2]} (one conv at full size, one per halving), got "
+                       f"{x.shape[-2]} (one width per size, {x.shape[-2]} down to 7), got "
                        f"{tuple(self.channels)}")
+    if self.convs_per_size not in (1, 2):
+      raise ValueError(f"match_head.crop_convs_per_size must be 1 or 2, got "
+                       f"{self.convs_per_size}")
+    norm = lambda c, name: nn.GroupNorm(num_groups=math.gcd(8, c), name=name)  # noqa: E731
     for i, c in enumerate(self.channels):
-      x = self.convs(c, 3, stride=1 if i == 0 else 2, name=f"conv{i + 1}", dtype=self.dtype)(x)
-      x = nn.relu(nn.GroupNorm(num_groups=math.gcd(8, c), name=f"gn{i + 1}")(x))
+      if self.convs_per_size == 1:
+        x = self.convs(c, 3, stride=1 if i == 0 else 2, name=f"conv{i + 1}", dtype=self.dtype)(x)
+        x = nn.relu(norm(c, f"gn{i + 1}")(x))
+        continue
+      if i:
+        x = nn.max_pool(x, (2, 2), (2, 2))
+      for j in (1, 2):
+        x = self.convs(c, 3, name=f"conv{i + 1}_{j}", dtype=self.dtype)(x)
+        x = nn.relu(norm(c, f"gn{i + 1}_{j}")(x))
     return x
 
 
