@@ -3,7 +3,10 @@
 #   bash benchmarks/gpu_session.sh OUT_DIR
 # 1. compare_torchvision with configs/bench_gpu.py (both sides; ours with dense training heads);
 # 2. ours again with the training heads in chunks of 32;
-# 3. the train step's stage profile, if time is left (SKIP_PROFILE=1 skips it).
+# 3. the train step's stage profile, if time is left (SKIP_PROFILE=1 skips it);
+# 4. the paper's config at its real size (benchmarks/paper_setup.py, numpy inputs: no
+#    TensorFlow on the GPU machine), in bfloat16: compile, step, inference, and the GPU's
+#    memory analysis of its train step in float32 and bfloat16 (SKIP_PAPER=1 skips it).
 # Each writes its JSON / log under OUT_DIR; the summary table comes last.
 set -u
 out=${1:?usage: gpu_session.sh OUT_DIR}
@@ -26,6 +29,12 @@ if [ -z "${SKIP_PROFILE:-}" ]; then
   timeout "${PROFILE_TIMEOUT:-120}" python3 benchmarks/profile_train_step.py \
       --config "$config" > "$out/profile.log" 2>&1
   echo "profile: rc $?"; tail -n 12 "$out/profile.log"
+fi
+if [ -z "${SKIP_PAPER:-}" ]; then
+  timeout "${PAPER_TIMEOUT:-300}" python3 benchmarks/paper_setup.py --synthetic_inputs \
+      --steps 10 --set model.dtype=bfloat16 --json "$out/paper_setup.json" \
+      > "$out/paper_setup.log" 2>&1
+  echo "paper setup: rc $?"; tail -n 40 "$out/paper_setup.log"
 fi
 python3 - "$out" <<'PY'
 import json, os, sys

@@ -4,14 +4,17 @@ landmark+box matching network), its batch reduced to what one device holds here.
 
     python benchmarks/paper_setup.py [--config configs/deepfashion2_r50_fpn.py]
         [--workdir runs/paper_setup] [--image_size 800] [--steps 3] [--pairs 1] [--skip_bf16]
-        [--json OUT.json]
+        [--synthetic_inputs] [--set KEY=VALUE ...] [--json OUT.json]
 
 Makes (or reuses) DeepFashion2-shaped synthetic data in `W/data` (the generator at
-`--image_size`: images of about 800 x 600 to 800 x 800, JPEG, converted with the converter),
-then with the config's batch reduced to its per-device share (`--pairs` 1 (shop, user) pair =
-2 images: the config's 8 pairs over 8 devices):
+`--image_size`: images of about 800 x 600 to 800 x 800, JPEG, converted with the converter)
+and feeds the steps from the training pipeline; with `--synthetic_inputs` (a machine without
+TensorFlow, e.g. a lent GPU) it feeds batches of the pipeline's shapes made in numpy instead
+(800 x 600 images on the canvas, 2 garments an image). Then, with the config's batch reduced
+to its per-device share (`--pairs` 1 (shop, user) pair = 2 images: the config's 8 pairs over 8
+devices):
 1. compiles the train step as the config resolves on this backend, times the compile and
-   `--steps` steps (median) fed by the training pipeline, and reads the process's peak memory;
+   `--steps` steps (median), and reads the process's peak memory;
 2. compiles (without running) the train step as an accelerator runs it (the implementation
    fields a GPU resolves: XLA convolutions, dense training heads, no piece-wise RoIAlign) in
    float32 and bfloat16, and prints XLA's compiled memory analysis of each: arguments
@@ -31,13 +34,13 @@ import time
 
 import jax
 import numpy as np
-from input_pipeline import _load_config  # benchmarks/: a config file -> its ConfigDict
+from compare_torchvision import load_config  # benchmarks/: a config file -> its ConfigDict
 
 from match_rcnn_jax import backend
-from match_rcnn_jax.data import pipeline, prepare
+from match_rcnn_jax.data import schema
 from match_rcnn_jax.inference import jitted
 from match_rcnn_jax.models import match_rcnn
-from match_rcnn_jax.training import loop, optim
+from match_rcnn_jax.training import optim
 from match_rcnn_jax.training import step as step_lib
 
 GIB = 2 ** 30
@@ -48,8 +51,8 @@ def _peak_rss_gib() -> float:
 
 
 def _train_step(config, abstract: bool = False):
-  """(jitted train step on one device, its state (shapes only with `abstract`), batch
-  sharding, model) of `config`."""
+  """(jitted state-donating train step on one device, its state (shapes only with
+  `abstract`), model) of `config`."""
   model = match_rcnn.build(config.model)
   canvas = tuple(config.data.canvas)
   if abstract:
@@ -59,9 +62,56 @@ def _train_step(config, abstract: bool = False):
   tx = optim.make(config.optimizer, variables["params"], config.train.num_steps)
   create = lambda: step_lib.create(variables, tx, jax.random.PRNGKey(1),  # noqa: E731
                                    step_lib.memory_size(config))
-  fn, data_sharding, replicated = loop.sharded_step(model, tx, config, jax.devices()[:1])
-  state = jax.eval_shape(create) if abstract else jax.device_put(create(), replicated)
-  return fn, state, data_sharding, model
+  fn = jax.jit(step_lib.make_train_step(model, tx, config.loss_weights,
+                                        match_rcnn.DTYPES[config.model.dtype],
+                                        tuple(config.optimizer.freeze_backbone),
+                                        int(config.model.match_head.get("memory_start", 0))),
+               donate_argnums=(0,))
+  return fn, jax.eval_shape(create) if abstract else create(), model
+
+
+def _synthetic_images(config, n: int, rng) -> dict:
+  """`n` images of the pipeline's shapes and dtypes: an 800 x 600 photo resized as the
+  pipeline resizes it (short side `short_side`, long side at most `max_side`) on the canvas,
+  2 garments each (the released data: 1.7 an image) among `max_instances` rows, with boxes,
+  classes, styles, mask crops (ellipses) and the class's landmarks visible."""
+  d = config.data
+  (ch, cw), m, crop = tuple(d.canvas), int(d.max_instances), int(d.mask_crop_size)
+  scale = min(d.short_side / 600, d.max_side / 800)
+  h, w = round(600 * scale), round(800 * scale)
+  image = np.zeros((n, ch, cw, 3), np.float32)
+  image[:, :h, :w] = rng.normal(0, 1, (n, h, w, 3))
+  boxes = np.zeros((n, m, 4), np.float32)
+  classes = np.zeros((n, m), np.int32)
+  landmarks = np.zeros((n, m, schema.NUM_LANDMARKS, 3), np.float32)
+  for i in range(n):
+    for j in range(2):
+      bw, bh = rng.uniform(0.2, 0.7) * w, rng.uniform(0.2, 0.7) * h
+      x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+      boxes[i, j] = [x1, y1, x1 + bw, y1 + bh]
+      classes[i, j] = rng.integers(1, schema.NUM_CATEGORIES + 1)
+      cat = schema.CATEGORY_BY_ID[int(classes[i, j])]
+      pts = rng.uniform([x1, y1], [x1 + bw, y1 + bh], (cat.num_landmarks, 2))
+      landmarks[i, j, cat.landmark_slice] = np.concatenate(
+          [pts, np.full((cat.num_landmarks, 1), 2.0)], 1)
+  yy, xx = (np.mgrid[0:crop, 0:crop] + 0.5) / crop - 0.5
+  ellipse = (xx ** 2 + yy ** 2 <= 0.25).astype(np.float32)
+  valid = np.zeros((n, m), bool)
+  valid[:, :2] = True
+  info = np.tile(np.asarray([600, 800, scale, scale, h, w], np.float32), (n, 1))
+  return {"image": image, "image_info": info, "boxes": boxes, "classes": classes,
+          "valid": valid, "mask_crops": valid[..., None, None] * ellipse,
+          "landmarks": landmarks, "styles": np.where(valid, np.arange(1, m + 1), 0).astype(
+              np.int32)}
+
+
+def _synthetic_pairs(config, pairs: int, rng) -> dict:
+  """A pair batch [pairs, 2, ...] of `_synthetic_images`: each pair's two images one product
+  (the same pair_id; their garments matched by style)."""
+  flat = _synthetic_images(config, 2 * pairs, rng)
+  batch = {k: v.reshape(pairs, 2, *v.shape[1:]) for k, v in flat.items()}
+  batch["pair_id"] = np.repeat(np.arange(1, pairs + 1, dtype=np.int64)[:, None], 2, 1)
+  return batch
 
 
 def _memory(compiled) -> dict:
@@ -85,22 +135,35 @@ def main():
                       "pairs over 8 devices: 1)")
   parser.add_argument("--skip_bf16", action="store_true")
   parser.add_argument("--json", default="")
+  parser.add_argument("--synthetic_inputs", action="store_true",
+                      help="batches of the pipeline's shapes made in numpy (no TensorFlow)")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override, e.g. model.dtype=bfloat16 (repeatable)")
   args = parser.parse_args()
   backend.tune_host_allocator()
-  config = _load_config(args.config)
-  config.synthetic.image_size = args.image_size
-  prepare.resolve_data_dir(config, args.workdir)
+  config = load_config(args.config, args.set)
   config.pairs_per_batch, config.batch_size = args.pairs, 2 * args.pairs
+  rng = np.random.default_rng(0)
+  if args.synthetic_inputs:
+    batches = iter(lambda: _synthetic_pairs(config, config.pairs_per_batch, rng), None)
+    ev = _synthetic_images(config, 2, rng)
+  else:
+    from match_rcnn_jax.data import pipeline, prepare  # TensorFlow
+    config.synthetic.image_size = args.image_size
+    prepare.resolve_data_dir(config, args.workdir)
+    batches = pipeline.as_numpy(pipeline.pair_dataset(config.data, config.data.train_split,
+                                                      config.pairs_per_batch, host=(0, 1)))
+    ev = next(pipeline.as_numpy(pipeline.image_dataset(
+        config.data, config.data.eval_split, 2, train=False, with_masks=False, host=(0, 1))))
   result = {"device": f"{jax.devices()[0].device_kind} ({platform.machine()}, "
-                      f"{os.cpu_count()} cores)", "config": args.config,
+                      f"{os.cpu_count()} cores)", "config": args.config, "overrides": args.set,
+            "inputs": "synthetic numpy" if args.synthetic_inputs else "training pipeline",
             "canvas": list(config.data.canvas), "images_per_step": 2 * config.pairs_per_batch,
-            "date": time.strftime("%Y-%m-%d")}
+            "dtype": config.model.dtype, "date": time.strftime("%Y-%m-%d")}
 
   # 1. the train step as this backend runs it
-  fn, state, data_sharding, model = _train_step(config)
-  batches = pipeline.as_numpy(pipeline.pair_dataset(config.data, config.data.train_split,
-                                                    config.pairs_per_batch, host=(0, 1)))
-  batch = loop.global_batch(next(batches), data_sharding)
+  fn, state, model = _train_step(config)
+  batch = jax.device_put(next(batches))
   start = time.perf_counter()
   compiled = fn.lower(state, batch).compile()
   result["train_compile_s"] = round(time.perf_counter() - start, 1)
@@ -108,23 +171,21 @@ def main():
   backend.release_free_heap()
   times = []
   for i in range(args.steps + 1):
-    batch = loop.global_batch(next(batches), data_sharding)
+    batch = jax.device_put(next(batches))
     start = time.perf_counter()
     state, metrics = compiled(state, batch)
     loss = float(metrics["loss"])
     if i:  # the first call is the warm-up
       times.append(time.perf_counter() - start)
     print(f"  step {i}: loss {loss:.3f} ({time.perf_counter() - start:.1f} s)", flush=True)
-  result["train_step_s_median"] = round(statistics.median(times), 2)
-  result["train_step_s_all"] = [round(t, 2) for t in times]
+  result["train_step_s_median"] = round(statistics.median(times), 3)
+  result["train_step_s_all"] = [round(t, 3) for t in times]
+  result["train_images_per_s"] = round(2 * config.pairs_per_batch / statistics.median(times), 2)
   result["loss_finite"] = bool(np.isfinite(loss))
   result["peak_host_memory_gib_after_train"] = round(_peak_rss_gib(), 2)
-  print(json.dumps({k: v for k, v in result.items()}, indent=1), flush=True)
+  print(json.dumps(result, indent=1), flush=True)
 
   # 3. inference on 2 evaluation images
-  ds = pipeline.image_dataset(config.data, config.data.eval_split, 2, train=False,
-                              with_masks=False, host=(0, 1))
-  ev = next(pipeline.as_numpy(ds))
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   start = time.perf_counter()
   infer = jitted.infer.lower(model, variables, ev["image"], ev["image_info"][:, 4:6]).compile()
@@ -135,7 +196,7 @@ def main():
     out = jax.block_until_ready(infer(variables, ev["image"], ev["image_info"][:, 4:6]))
     if i:
       times.append(time.perf_counter() - start)
-  result["infer_s_median_2_images"] = round(statistics.median(times), 2)
+  result["infer_s_median_2_images"] = round(statistics.median(times), 3)
   result["detections_per_image"] = int(np.asarray(out["valid"]).sum(1).max())
   del state, compiled, infer, out
   result["peak_host_memory_gib"] = round(_peak_rss_gib(), 2)
@@ -143,12 +204,11 @@ def main():
   # 2. the accelerator's program, compiled for its memory analysis only
   analysis = {}
   for dtype in ("float32",) + (() if args.skip_bf16 else ("bfloat16",)):
-    c = _load_config(args.config)
-    c.data.dir = config.data.dir
+    c = load_config(args.config, args.set)
     c.pairs_per_batch, c.batch_size = config.pairs_per_batch, config.batch_size
     c.model.dtype = dtype
     c.model = backend.resolve(c.model, "gpu")  # what a GPU compiles
-    fn, st, _, _ = _train_step(c, abstract=True)
+    fn, st, _ = _train_step(c, abstract=True)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
     start = time.perf_counter()
     compiled = fn.lower(st, shapes).compile()
