@@ -46,18 +46,21 @@ def get_config():
   m.match_head.dim = 64
   # The MN reads the RoI's pixels at 28 x 28 through its own convs (the motif's shape and
   # scale), not the detector's features, so its loss leaves the detector alone; besides the
-  # batch's RoIs it ranks a side batch of 32 (shop, user) ground-truth crop pairs a step,
+  # batch's RoIs it ranks a side batch of 48 (shop, user) ground-truth crop pairs a step,
   # 4 products of a pair_id group (a proxy family) at a time (data.crop_pairs): the 2 image
   # pairs of a step hold about a dozen positive RoI pairs, too few to learn from.
   m.match_head.features = "crop"
   m.match_head.crop_size = 28
-  m.match_head.crop_channels = (32, 64, 64)
-  config.data.crop_pairs = 32
+  # two GroupNorm convs per size with max-pools between (28, 14, 7 px), as the proxy's crop CNN
+  m.match_head.crop_channels = (16, 32, 64)
+  m.match_head.crop_convs_per_size = 2
+  config.data.crop_pairs = 48
   config.data.crop_pairs_per_group = 4
-  # A memory of the last 1024 shop embeddings (about 18 steps of RoIs and crop pairs) and the
-  # listwise match term over the batch and the memory, from step 100 on.
-  m.match_head.memory_size = 1024
-  m.match_head.memory_start = 100
+  # The listwise match term over the global batch's shop RoIs and crop pairs, beside the pair
+  # cross-entropy. No memory of earlier steps' shop embeddings (match_head.memory_size): with
+  # a memory of 1024 (about 18 steps) from step 100 the same run ranked far worse
+  # (benchmarks/RESULTS.md, "Demo").
+  m.match_head.memory_size = 0
   config.loss_weights.match_list = 1.0
   # Pairs from any products: a proxy family is one category, and batches of one category cost
   # the detector its class head (it never sees two categories side by side).
