@@ -184,6 +184,9 @@ def main():
   result["loss_finite"] = bool(np.isfinite(loss))
   result["peak_host_memory_gib_after_train"] = round(_peak_rss_gib(), 2)
   print(json.dumps(result, indent=1), flush=True)
+  batch_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  del batches, batch, compiled  # the pipeline's buffers and the step's program
+  backend.release_free_heap()
 
   # 3. inference on 2 evaluation images
   variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -198,7 +201,8 @@ def main():
       times.append(time.perf_counter() - start)
   result["infer_s_median_2_images"] = round(statistics.median(times), 3)
   result["detections_per_image"] = int(np.asarray(out["valid"]).sum(1).max())
-  del state, compiled, infer, out
+  del state, infer, out
+  backend.release_free_heap()
   result["peak_host_memory_gib"] = round(_peak_rss_gib(), 2)
 
   # 2. the accelerator's program, compiled for its memory analysis only
@@ -209,9 +213,8 @@ def main():
     c.model.dtype = dtype
     c.model = backend.resolve(c.model, "gpu")  # what a GPU compiles
     fn, st, _ = _train_step(c, abstract=True)
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
     start = time.perf_counter()
-    compiled = fn.lower(st, shapes).compile()
+    compiled = fn.lower(st, batch_shapes).compile()
     analysis[dtype] = {"compile_s": round(time.perf_counter() - start, 1), **_memory(compiled)}
     print(f"accelerator program, {dtype}: {analysis[dtype]}", flush=True)
     del compiled
