@@ -48,15 +48,18 @@ def read_split(data_dir: str, split: str, shuffle: bool, seed: int,
   num_shards = len(builder.info.splits[split].shard_lengths)
   if num_shards < count and split_examples:
     ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
-                            read_config=tfds.ReadConfig(interleave_cycle_length=1))
+                            read_config=tfds.ReadConfig(interleave_cycle_length=1,
+                                                        try_autocache=False))
     return ds.shard(count, index)
   if num_shards < count:
     raise ValueError(f"{tfrecords.split_dir(data_dir, split)}: {num_shards} shard(s) cannot be "
                      f"split over {count} hosts; convert again with a smaller "
                      "--examples_per_shard")
+  # No TFDS auto-cache: it would keep a small split's decoded examples in memory after the
+  # first epoch, so small (synthetic) splits would skip the decoding that real ones pay for.
   read_config = tfds.ReadConfig(
       shuffle_seed=seed, interleave_cycle_length=min(4, max(1, num_shards // count)),
-      input_context=tf.distribute.InputContext(num_input_pipelines=count,
+      try_autocache=False, input_context=tf.distribute.InputContext(num_input_pipelines=count,
                                                input_pipeline_id=index))
   return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
                             decoders=decoders)
@@ -78,8 +81,8 @@ def _preprocess(cfg, train: bool, with_masks: bool):
     if train and tuple(cfg.scale_jitter) != (1.0, 1.0):
       lo, hi = cfg.scale_jitter
       jitter = tf.random.stateless_uniform([], seed=seed + 1, minval=lo, maxval=hi)
-    ex = transforms.resize_and_pad(ex, cfg.short_side, cfg.max_side, tuple(cfg.canvas), jitter)
-    ex = transforms.normalize(ex, tuple(cfg.pixel_mean), tuple(cfg.pixel_std))
+    ex = transforms.resize_and_pad(ex, cfg.short_side, cfg.max_side, tuple(cfg.canvas), jitter,
+                                   tuple(cfg.pixel_mean), tuple(cfg.pixel_std))
     ex = transforms.pad_instances(ex, cfg.max_instances)
     ex["rand"] = rand
     return ex
