@@ -81,8 +81,8 @@ def _preprocess(cfg, train: bool, with_masks: bool):
     if train and tuple(cfg.scale_jitter) != (1.0, 1.0):
       lo, hi = cfg.scale_jitter
       jitter = tf.random.stateless_uniform([], seed=seed + 1, minval=lo, maxval=hi)
-    ex = transforms.resize_and_pad(ex, cfg.short_side, cfg.max_side, tuple(cfg.canvas), jitter,
-                                   tuple(cfg.pixel_mean), tuple(cfg.pixel_std))
+    ex = transforms.resize_and_pad(ex, cfg.short_side, cfg.max_side, tuple(cfg.canvas), jitter)
+    ex = transforms.normalize(ex, tuple(cfg.pixel_mean), tuple(cfg.pixel_std))
     ex = transforms.pad_instances(ex, cfg.max_instances)
     ex["rand"] = rand
     return ex

@@ -28,8 +28,8 @@ def preprocess(image: np.ndarray, data_cfg) -> tuple[np.ndarray, np.ndarray]:
   ex = {"image": tf.constant(image), "boxes": tf.zeros((0, 4)),
         "landmarks": tf.zeros((0, schema.NUM_LANDMARKS, 3))}
   ex = transforms.resize_and_pad(ex, data_cfg.short_side, data_cfg.max_side,
-                                 tuple(data_cfg.canvas), 1.0, tuple(data_cfg.pixel_mean),
-                                 tuple(data_cfg.pixel_std))
+                                 tuple(data_cfg.canvas))
+  ex = transforms.normalize(ex, tuple(data_cfg.pixel_mean), tuple(data_cfg.pixel_std))
   return ex["image"].numpy().astype(np.float32), ex["image_info"].numpy()
 
 
