@@ -28,13 +28,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import time
 
 import jax
 import numpy as np
-from compare_torchvision import load_config  # benchmarks/: a config file -> its ConfigDict
+from compare_torchvision import _peak_rss_mb, load_config  # benchmarks/: shared helpers
 
 from match_rcnn_jax import backend
 from match_rcnn_jax.data import schema
@@ -44,10 +43,6 @@ from match_rcnn_jax.training import optim
 from match_rcnn_jax.training import step as step_lib
 
 GIB = 2 ** 30
-
-
-def _peak_rss_gib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # KiB on Linux
 
 
 def _train_step(config, abstract: bool = False):
@@ -182,7 +177,7 @@ def main():
   result["train_step_s_all"] = [round(t, 3) for t in times]
   result["train_images_per_s"] = round(2 * config.pairs_per_batch / statistics.median(times), 2)
   result["loss_finite"] = bool(np.isfinite(loss))
-  result["peak_host_memory_gib_after_train"] = round(_peak_rss_gib(), 2)
+  result["peak_host_memory_gib_after_train"] = round(_peak_rss_mb() / 1024, 2)
   print(json.dumps(result, indent=1), flush=True)
   batch_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
   del batches, batch, compiled  # the pipeline's buffers and the step's program
@@ -203,7 +198,7 @@ def main():
   result["detections_per_image"] = int(np.asarray(out["valid"]).sum(1).max())
   del state, infer, out
   backend.release_free_heap()
-  result["peak_host_memory_gib"] = round(_peak_rss_gib(), 2)
+  result["peak_host_memory_gib"] = round(_peak_rss_mb() / 1024, 2)
 
   # 2. the accelerator's program, compiled for its memory analysis only
   analysis = {}

@@ -47,10 +47,10 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(one_and_four_devices, tiny_config, tmp_path):
-  """Two processes joined by jax.distributed on loopback (CPU collectives), each reading its own
-  input files, give the losses of one device fed the same global batches."""
-  script = "tests/scripts/multiprocess_steps.py"
+def _run_two_processes(tmp_path, argv) -> list[str]:
+  """Runs `argv(i, port)` as processes i = 0, 1 (to be joined by jax.distributed on
+  127.0.0.1:port), each compiling for itself (no persistent compilation cache, one CPU device);
+  asserts both succeed and returns their standard outputs."""
   env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR",
                                                             "XLA_FLAGS")}
   port = str(_free_port())
@@ -60,17 +60,24 @@ def test_two_processes_match_one(one_and_four_devices, tiny_config, tmp_path):
   procs = []
   for i, (out, err) in enumerate(logs):
     with open(out, "w") as fo, open(err, "w") as fe:
-      procs.append(subprocess.Popen([sys.executable, script, tiny_config.data.dir, port, str(i)],
-                                    stdout=fo, stderr=fe, text=True, env=env))
-  outs = []
+      procs.append(subprocess.Popen([sys.executable, *argv(i, port)], stdout=fo, stderr=fe,
+                                    text=True, env=env))
   try:
-    for p, (out, err) in zip(procs, logs):
+    for p, (_, err) in zip(procs, logs):
       p.wait(timeout=420)
       assert p.returncode == 0, err.read_text()[-3000:]
-      outs.append(json.loads(out.read_text().strip().splitlines()[-1]))
   finally:
     for p in procs:
       p.kill()
+  return [out.read_text() for out, _ in logs]
+
+
+def test_two_processes_match_one(one_and_four_devices, tiny_config, tmp_path):
+  """Two processes joined by jax.distributed on loopback (CPU collectives), each reading its own
+  input files, give the losses of one device fed the same global batches."""
+  stdouts = _run_two_processes(tmp_path, lambda i, port: [
+      "tests/scripts/multiprocess_steps.py", tiny_config.data.dir, port, str(i)])
+  outs = [json.loads(text.strip().splitlines()[-1]) for text in stdouts]
   assert [o["processes"] for o in outs] == [2, 2] and [o["devices"] for o in outs] == [2, 2]
   for out in outs:
     _assert_same_losses(out["losses"], one_and_four_devices["one"])
@@ -129,27 +136,11 @@ def test_eval_py_on_two_processes_matches_one_device(eval_one_and_four_devices, 
   ref = eval_one_and_four_devices
   workdir = tmp_path / "workdir"
   shutil.copytree(ref / "workdir", workdir)
-  env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR",
-                                                            "XLA_FLAGS")}
-  port = str(_free_port())
-  logs = [(tmp_path / f"out{i}", tmp_path / f"err{i}") for i in range(2)]
-  procs = []
-  for i, (out, err) in enumerate(logs):
-    with open(out, "w") as fo, open(err, "w") as fe:
-      procs.append(subprocess.Popen(
-          [sys.executable, "eval.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
-           f"--config.data_dir={tiny_config.data.dir}", "--coordinator_address",
-           f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
-          stdout=fo, stderr=fe, text=True, env=env))
-  try:
-    for p, (_, err) in zip(procs, logs):
-      p.wait(timeout=420)
-      assert p.returncode == 0, err.read_text()[-3000:]
-  finally:
-    for p in procs:
-      p.kill()
+  stdouts = _run_two_processes(tmp_path, lambda i, port: [
+      "eval.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
+      f"--config.data_dir={tiny_config.data.dir}", "--coordinator_address", f"127.0.0.1:{port}",
+      "--num_processes", "2", "--process_id", str(i)])
   _assert_same_records(workdir / "eval" / "results.json", ref / "one" / "results.json")
   metrics = json.loads((workdir / "eval" / "metrics.json").read_text())
   assert metrics == json.loads((ref / "one" / "metrics.json").read_text())
-  assert "bbox" in logs[0][0].read_text()  # process 0 printed the tables, process 1 nothing
-  assert "bbox" not in logs[1][0].read_text()
+  assert "bbox" in stdouts[0] and "bbox" not in stdouts[1]  # process 0 printed the tables
