@@ -56,7 +56,9 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       # beyond the paper "image", the RoI's 7 x 7 pixels, and "crop", the RoI's pixels at
       # crop_size through the stream's own convs, crop_channels: one width per size from
       # crop_size down to 7, crop_convs_per_size: 1 (a stride-2 conv per halving) or 2 (two
-      # convs per size, max-pools between)).
+      # convs per size, max-pools between), crop_box_scale: the crop stream reads the central
+      # part of each box, its sides scaled by this factor about the centre (< 1: less of what a
+      # too-large detected box adds around its garment)).
       # The default is the paper's best, "pose+class", trained end to end
       # as the paper does: feature_grad_scale is the share of the MN's gradient that reaches
       # the features it reads (the backbone, FPN and PN convs; 1 = end to end, 0 = the MN on
@@ -64,6 +66,7 @@ def model_config(depth: str = "50") -> ml_collections.ConfigDict:
       "match_head": {"channels": (256, 256, 256, 1024), "dim": 256,
                      "features": "landmark+box", "norm": "batch",
                      "crop_size": 28, "crop_channels": (32, 64, 64), "crop_convs_per_size": 1,
+                     "crop_box_scale": 1.0,
                      "feature_grad_scale": 1.0,
                      # memory_size > 0: the train state keeps the shop embeddings of recent
                      # steps (training.step), the listwise match term's extra negatives from

@@ -90,3 +90,32 @@ def test_crop_stream_shapes_and_gradient():
   assert float(jnp.abs(grad["params"]["conv1_1"]["kernel"]).sum()) > 0
   with pytest.raises(ValueError, match="crop_convs_per_size"):
     matching.CropStream(channels=(8, 16, 12), convs_per_size=3).init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_crop_stream_reads_the_scaled_window_of_its_box(scale):
+  """`match_head.crop_box_scale`: the crop stream's pixels are those of the box scaled about
+  its centre. On an image whose value is its x (channel 0) and y (channel 1) coordinate, the
+  RoIAlign bins of the window [x1, x2] hold x1 + (i + 1/2) (x2 - x1) / S (bilinear sampling
+  is exact on a linear ramp)."""
+  from configs import tiny
+  from match_rcnn_jax.models import match_rcnn
+  cfg = tiny.get_config()
+  cfg.model.match_head.features = "crop"
+  cfg.model.match_head.crop_box_scale = scale
+  model = match_rcnn.build(cfg.model)
+  h = w = 64
+  ys, xs = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32),
+                       indexing="ij")
+  image = np.stack([xs, ys, np.zeros_like(xs)], -1)[None]
+  boxes = jnp.array([[[10.0, 20.0, 50.0, 40.0]]])
+  px = np.asarray(model.apply({}, jnp.asarray(image), boxes,
+                              method=match_rcnn.MatchRCNN.crop_pixels))[0, 0]
+  s = model.apply({}, method=lambda m: m.crop_size)
+  assert px.shape == (s, s, 3)
+  # window: centre (30, 30), sides 40 x 20 times `scale`
+  x1, x2 = 30 - 20 * scale, 30 + 20 * scale
+  y1, y2 = 30 - 10 * scale, 30 + 10 * scale
+  centres = (np.arange(s) + 0.5) / s
+  np.testing.assert_allclose(px[0, :, 0], x1 + centres * (x2 - x1), atol=1e-4)
+  np.testing.assert_allclose(px[:, 0, 1], y1 + centres * (y2 - y1), atol=1e-4)

@@ -120,6 +120,21 @@ class MatchRCNN(nn.Module):
                          backend=k.roi_align, forward_only=forward_only,
                          piece_mb=k.roi_align_piece_mb)
 
+  def crop_window(self, boxes):
+    """The part of boxes [..., 4] (x1, y1, x2, y2) that the crop stream reads: each box scaled
+    about its centre by `match_head.crop_box_scale` (1: the whole box)."""
+    scale = float(self.config.match_head.get("crop_box_scale", 1.0))
+    if scale == 1.0:
+      return boxes
+    centre = (boxes[..., :2] + boxes[..., 2:]) * 0.5
+    half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * scale)
+    return jnp.concatenate([centre - half, centre + half], -1)
+
+  def crop_pixels(self, images, boxes, forward_only: bool = False):
+    """The crop stream's input [B, R, crop_size, crop_size, 3]: the pixels of `crop_window`
+    of boxes [B, R, 4] of images [B, H, W, 3]."""
+    return self.pool_pixels(images, self.crop_window(boxes), self.crop_size, forward_only)
+
   def crop_features(self, pixels):
     """The "crop" stream [N, 7, 7, C] of the RoI pixels [N, crop_size, crop_size, 3] (None
     when the MN does not read it)."""
@@ -158,8 +173,7 @@ class MatchRCNN(nn.Module):
     if "image" in self.match_streams:
       pixels = flat(self.pool_image(images, boxes, forward_only))
     if "crop" in self.match_streams:
-      crop = self.crop_features(flat(self.pool_pixels(images, boxes, self.crop_size,
-                                                      forward_only)))
+      crop = self.crop_features(flat(self.crop_pixels(images, boxes, forward_only)))
     pooled7 = flat(pool(7))
     scale = c.match_head.get("feature_grad_scale", 1.0)
     if train and scale != 1.0:  # the MN's gradient into the shared features, scaled
@@ -180,8 +194,7 @@ class MatchRCNN(nn.Module):
     rng_box, rng_flip = jax.random.split(rng)
     boxes = tgt.crop_pair_boxes(rng_box, crop_boxes.reshape(2 * k, 4),
                                 t.get("crop_pair_jitter", 0.1))
-    x = self.pool_pixels(crop_pairs.reshape(2 * k, size, size, 3), boxes[:, None],
-                         self.crop_size)[:, 0]
+    x = self.crop_pixels(crop_pairs.reshape(2 * k, size, size, 3), boxes[:, None])[:, 0]
     flip = jax.random.bernoulli(rng_flip, 0.5, (2 * k, 1, 1, 1))
     return jnp.where(flip, x[:, :, ::-1], x)
 
@@ -197,7 +210,7 @@ class MatchRCNN(nn.Module):
     b, r = boxes.shape[:2]
     k = crop_pairs.shape[0]
     c = self.crop_size
-    roi_pixels = self.pool_pixels(images, boxes, c).reshape(b * r, c, c, 3)
+    roi_pixels = self.crop_pixels(images, boxes).reshape(b * r, c, c, 3)
     side = self.crop_pair_pixels(self.make_rng("sampling"), crop_pairs, crop_boxes)
     x = self.crop_features(jnp.concatenate([roi_pixels, side.astype(roi_pixels.dtype)], 0))
     mask = jnp.concatenate([valid.reshape(-1), jnp.ones((2 * k,), bool)])
@@ -410,7 +423,7 @@ class MatchRCNN(nn.Module):
                  else pool(c.landmark_head.roi_size))
     flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
     pixels7 = flat(self.pool_image(images, boxes, forward_only=True))
-    pixels_crop = (flat(self.pool_pixels(images, boxes, self.crop_size, forward_only=True))
+    pixels_crop = (flat(self.crop_pixels(images, boxes, forward_only=True))
                    if "crop" in self.match_streams else pixels7)  # unused without the stream
     inputs = (flat(pooled14), flat(lm_pooled), flat(pool(7)), pixels7, pixels_crop,
               boxes.reshape(n, 4), classes.reshape(n))
