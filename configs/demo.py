@@ -54,6 +54,9 @@ def get_config():
   # two GroupNorm convs per size with max-pools between (28, 14, 7 px), as the proxy's crop CNN
   m.match_head.crop_channels = (16, 32, 64)
   m.match_head.crop_convs_per_size = 2
+  # the central half of each box (its sides times 0.5): a detected box larger than its garment
+  # adds clutter and neighbouring garments around it (benchmarks/RESULTS.md, "Demo")
+  m.match_head.crop_box_scale = 0.5
   config.data.crop_pairs = 48
   config.data.crop_pairs_per_group = 4
   # The listwise match term over the global batch's shop RoIs and crop pairs, beside the pair
